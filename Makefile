@@ -1,0 +1,39 @@
+# hfpipe: `make demo` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+TORCH_VERSION ?= 2.13.0
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup test test-fast lint format demo bench clean
+
+# Idempotent: re-runs only when pyproject.toml changes. torch is pinned and installed first because an
+# unpinned torch would pull a multi-GB CUDA build.
+setup: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet torch==$(TORCH_VERSION)
+	$(PIP) install --quiet -e ".[test]"
+	touch $@
+
+test: setup
+	$(PY) -m pytest -q tests
+
+lint: setup
+	$(VENV)/bin/ruff check hfpipe tests bench
+
+format: setup
+	$(VENV)/bin/ruff format hfpipe tests bench
+
+demo: setup
+	$(PY) -m hfpipe demo
+
+bench: setup
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,674 @@
+"""The hfpipe encoder: BERT and its modern variants in one readable transformers v5 model.
+
+    from hfpipe import HfpipeConfig, HfpipeForMaskedLM
+    model = HfpipeForMaskedLM(HfpipeConfig.from_preset("bert-mini", vocab_size=8192))
+
+Read top to bottom: position helpers -> embeddings -> token mixers (attention, pooling) -> MLP ->
+layer -> PreTrainedModel -> base model -> task heads. This file imports only torch, transformers and
+its sibling configuration file, so the pair ships to the Hub as remote code unchanged.
+
+Shape legend (every reshape, transpose, split and merge below carries one of these comments):
+    B  batch size                 T  tokens per row (sequence length)
+    C  hidden size                H  attention heads             D  head dim = C / H
+    I  MLP intermediate size      V  vocabulary size             L  number of labels
+    N  positions with an MLM label (sparse prediction)           K  choices (multiple choice)
+
+The four questions of the tutorial this grew from, answered where they are in the code:
+  * What are Q, K and V and where do they come from?  `HfpipeSelfAttention.forward`: three learned
+    linear maps of the same hidden states. Q asks, K is matched against Q to score every pair of
+    tokens, V is what gets mixed by those scores.
+  * Is there a better positional encoding?  `position_embedding_type`: learned absolute (BERT),
+    fixed sinusoidal, rotary (RoPE: rotates Q and K so their dot product sees only relative
+    distance), ALiBi (a distance penalty added to the scores) or none. `hfpipe` ablation recipes
+    compare them.
+  * Why LayerNorm and not BatchNorm?  `make_norm`: a token's features are normalized over its own
+    C features, so the result never depends on the other rows in the batch, on padding, or on
+    batch size -- train and inference behave the same, one sequence at a time.
+  * Which dimension change is which operation?  The shape comments, and `hfpipe shapes`.
+
+Padding-free (packed) input: several documents may share one row. Pass `position_ids` that restart
+at 0 at each document's first token; attention then never crosses a document boundary and
+positions restart per document. `attention_mask` (B, T) marks padding as usual.
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    MaskedLMOutput,
+    MultipleChoiceModelOutput,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils.generic import can_return_tuple
+
+from .configuration_hfpipe import HfpipeConfig
+
+# ----------------------------------------------------------------------------------------------
+# Positions
+# ----------------------------------------------------------------------------------------------
+
+
+def default_position_ids(batch_size: int, seq_len: int, device) -> torch.Tensor:
+    return torch.arange(seq_len, device=device).expand(batch_size, seq_len)  # (B, T)
+
+
+def document_ids_from_positions(position_ids: torch.Tensor) -> torch.Tensor:
+    """Packed rows: a new document starts wherever the position restarts at 0."""
+    return torch.cumsum(position_ids == 0, dim=-1)  # (B, T)
+
+
+def sinusoidal_embeddings(position_ids: torch.Tensor, dim: int) -> torch.Tensor:
+    """Vaswani et al. (2017): feature 2i is sin(pos / 10000^(2i/C)), feature 2i+1 the cosine."""
+    inv_freq = 1.0 / 10000 ** (torch.arange(0, dim, 2, device=position_ids.device).float() / dim)  # (C/2,)
+    angles = position_ids[..., None].float() * inv_freq  # (B, T, 1) * (C/2,) -> (B, T, C/2)
+    return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-2)  # (B, T, C/2, 2) -> (B, T, C)
+
+
+def rotary_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoPE (Su et al., 2021): the angle for feature pair i at position p is p * theta^(-2i/D)."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=position_ids.device).float() / head_dim)  # (D/2,)
+    angles = position_ids[..., None].float() * inv_freq  # (B, T, 1) * (D/2,) -> (B, T, D/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (B, T, D/2) -> (B, T, D)
+    return angles.cos().to(dtype)[:, None], angles.sin().to(dtype)[:, None]  # (B, 1, T, D): broadcast over heads
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each feature pair (x_i, x_{i+D/2}) of Q or K by its position's angle."""
+    x1, x2 = x.chunk(2, dim=-1)  # (B, H, T, D) -> 2 x (B, H, T, D/2)
+    rotated_half = torch.cat([-x2, x1], dim=-1)  # 2 x (B, H, T, D/2) -> (B, H, T, D)
+    return x * cos + rotated_half * sin
+
+
+def alibi_slopes(num_heads: int) -> torch.Tensor:
+    """Press et al. (2021): head h penalizes distance with slope 2^(-8(h+1)/H) (interpolated if H is not a power of 2)."""
+
+    def geometric(n: int) -> list[float]:
+        return [2 ** (-8 * (i + 1) / n) for i in range(n)]
+
+    closest = 2 ** math.floor(math.log2(num_heads))
+    slopes = geometric(closest) + geometric(2 * closest)[0::2][: num_heads - closest]
+    return torch.tensor(slopes)  # (H,)
+
+
+def make_norm(config: HfpipeConfig) -> nn.Module:
+    """LayerNorm or RMSNorm over the C features of each token (never over the batch: see the docstring)."""
+    if config.norm_type == "rmsnorm":
+        return nn.RMSNorm(config.hidden_size, eps=config.norm_eps)
+    return nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.use_bias)
+
+
+@dataclass
+class TokenLayout:
+    """Where the tokens sit, computed once per forward pass and shared by every layer."""
+
+    attention_mask: object  # what the attention backend wants: None, an additive (B, 1|H, T, T) tensor, or a flex BlockMask
+    token_mask: torch.Tensor | None  # (B, T) bool, True for real tokens; None when nothing is padded
+    document_ids: torch.Tensor | None  # (B, T) packed document index of each token; None for one document per row
+    rotary: tuple[torch.Tensor, torch.Tensor] | None  # (cos, sin), each (B, 1, T, D), for RoPE
+    position_ids: torch.Tensor | None  # (B, T) as given, passed on to attention backends that use it (flash varlen)
+
+
+# ----------------------------------------------------------------------------------------------
+# Embeddings
+# ----------------------------------------------------------------------------------------------
+
+
+class HfpipeEmbeddings(nn.Module):
+    """token + segment + (absolute or sinusoidal) position embeddings -> norm -> dropout."""
+
+    def __init__(self, config: HfpipeConfig):
+        super().__init__()
+        self.config = config
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.token_type_embeddings = (
+            nn.Embedding(config.type_vocab_size, config.hidden_size) if config.type_vocab_size > 0 else None
+        )
+        self.position_embeddings = (
+            nn.Embedding(config.max_position_embeddings, config.hidden_size)
+            if config.position_embedding_type == "absolute"
+            else None
+        )
+        self.norm = make_norm(config) if config.embedding_norm else nn.Identity()
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids, token_type_ids, position_ids, inputs_embeds=None) -> torch.Tensor:
+        x = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T) -> (B, T, C)
+        if self.token_type_embeddings is not None:
+            if token_type_ids is None:
+                token_type_ids = torch.zeros_like(position_ids)
+            x = x + self.token_type_embeddings(token_type_ids)  # (B, T) -> (B, T, C)
+        if self.position_embeddings is not None:
+            x = x + self.position_embeddings(position_ids)  # (B, T) -> (B, T, C)
+        elif self.config.position_embedding_type == "sinusoidal":
+            x = x + sinusoidal_embeddings(position_ids, self.config.hidden_size).to(x.dtype)  # (B, T, C)
+        return self.dropout(self.norm(x))
+
+
+# ----------------------------------------------------------------------------------------------
+# Token mixers: how information moves between tokens
+# ----------------------------------------------------------------------------------------------
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention written out; `sdpa`, `flex_attention` and `flash_attention_2` compute the same thing fused."""
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, H, T, D) @ (B, H, D, T) -> (B, H, T, T)
+    if attention_mask is not None:
+        scores = scores + attention_mask  # -inf-like where a query may not look; ALiBi distance penalties
+    probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)  # (B, H, T, T): each row sums to 1
+    probs = F.dropout(probs, p=dropout, training=module.training)
+    out = torch.matmul(probs, value)  # (B, H, T, T) @ (B, H, T, D) -> (B, H, T, D): weighted sum of values
+    return out.transpose(1, 2).contiguous(), probs  # (B, H, T, D) -> (B, T, H, D), the layout every backend returns
+
+
+class HfpipeSelfAttention(nn.Module):
+    """Multi-head self-attention. Where Q, K and V come from: three linear maps of the same x."""
+
+    is_causal = False  # an encoder: every token sees every other token of its document
+
+    def __init__(self, config: HfpipeConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.head_dim
+        self.scaling = self.head_dim**-0.5  # 1/sqrt(D) keeps score variance ~1 whatever D is
+        # Q, K and V projections computed as one matmul (faster), split right after.
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.use_bias)
+        self.out_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.use_bias)
+        self.dropout = config.attention_probs_dropout_prob
+
+    def forward(self, x: torch.Tensor, layout: TokenLayout, output_attentions: bool = False):
+        B, T, C = x.shape
+        H, D = self.num_heads, self.head_dim
+        q, k, v = self.qkv(x).split(C, dim=-1)  # (B, T, C) -> (B, T, 3C) -> 3 x (B, T, C)
+        q = q.view(B, T, H, D).transpose(1, 2)  # (B, T, C) -> (B, T, H, D) -> (B, H, T, D): head split
+        k = k.view(B, T, H, D).transpose(1, 2)  # (B, T, C) -> (B, T, H, D) -> (B, H, T, D)
+        v = v.view(B, T, H, D).transpose(1, 2)  # (B, T, C) -> (B, T, H, D) -> (B, H, T, D)
+        if layout.rotary is not None:
+            q, k = apply_rotary(q, *layout.rotary), apply_rotary(k, *layout.rotary)  # (B, H, T, D), rotated
+
+        attention: Callable = eager_attention_forward
+        if not output_attentions:  # only the eager path materializes the (B, H, T, T) probabilities
+            attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        out, probs = attention(
+            self,
+            q,
+            k,
+            v,
+            layout.attention_mask,
+            scaling=self.scaling,
+            dropout=self.dropout if self.training else 0.0,
+            position_ids=layout.position_ids,
+        )  # out: (B, T, H, D)
+        out = out.reshape(B, T, C)  # (B, T, H, D) -> (B, T, C): head merge
+        return self.out_proj(out), probs
+
+
+class HfpipePoolingMixer(nn.Module):
+    """PoolFormer (Yu et al., 2022): mix by averaging each token's window, minus the token itself.
+
+    Padding-aware and document-aware: the average runs over real tokens of the same document only.
+    No parameters -- MetaFormer's point is how far the rest of the block gets without attention.
+    """
+
+    def __init__(self, config: HfpipeConfig, layer_idx: int):
+        super().__init__()
+        self.radius = config.pool_size // 2
+
+    def forward(self, x: torch.Tensor, layout: TokenLayout, output_attentions: bool = False):
+        B, T, C = x.shape
+        r = self.radius
+        real = layout.token_mask if layout.token_mask is not None else x.new_ones(B, T, dtype=torch.bool)
+        docs = layout.document_ids if layout.document_ids is not None else x.new_zeros(B, T, dtype=torch.long)
+        x_pad = F.pad(x, (0, 0, r, r))  # (B, T, C) -> (B, T + 2r, C)
+        real_pad = F.pad(real, (r, r), value=False)  # (B, T) -> (B, T + 2r)
+        docs_pad = F.pad(docs, (r, r), value=-1)  # (B, T) -> (B, T + 2r)
+        total = torch.zeros_like(x)
+        count = x.new_zeros(B, T, 1)
+        for offset in range(2 * r + 1):  # neighbour t - r + offset of every token t
+            ok = real_pad[:, offset : offset + T] & (docs_pad[:, offset : offset + T] == docs)  # (B, T)
+            ok = ok[..., None].to(x.dtype)  # (B, T) -> (B, T, 1)
+            total = total + x_pad[:, offset : offset + T] * ok  # (B, T, C)
+            count = count + ok
+        return total / count.clamp(min=1) - x, None
+
+
+# ----------------------------------------------------------------------------------------------
+# MLP and layer
+# ----------------------------------------------------------------------------------------------
+
+
+class HfpipeMLP(nn.Module):
+    """Per-token feed-forward: C -> I -> C with GELU (BERT), or gated GELU/SiLU (GeGLU/SwiGLU)."""
+
+    def __init__(self, config: HfpipeConfig):
+        super().__init__()
+        self.gated = config.hidden_act in ("geglu", "swiglu")
+        self.act = F.silu if config.hidden_act == "swiglu" else F.gelu
+        up_size = 2 * config.intermediate_size if self.gated else config.intermediate_size
+        self.up = nn.Linear(config.hidden_size, up_size, bias=config.use_bias)
+        self.down = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.use_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.up(x)  # (B, T, C) -> (B, T, I), or (B, T, 2I) when gated
+        if self.gated:
+            gate, value = h.chunk(2, dim=-1)  # (B, T, 2I) -> 2 x (B, T, I)
+            h = self.act(gate) * value
+        else:
+            h = self.act(h)
+        return self.down(h)  # (B, T, I) -> (B, T, C)
+
+
+class HfpipeLayer(GradientCheckpointingLayer):
+    """One encoder layer: token mixer and MLP, each a residual branch with a norm before or after it."""
+
+    def __init__(self, config: HfpipeConfig, layer_idx: int):
+        super().__init__()
+        mixer_class = HfpipeSelfAttention if config.token_mixer == "attention" else HfpipePoolingMixer
+        self.mixer = mixer_class(config, layer_idx)
+        self.mixer_norm = make_norm(config)
+        self.mlp = HfpipeMLP(config)
+        self.mlp_norm = make_norm(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.pre_norm = config.norm_position == "pre"
+
+    def forward(self, x: torch.Tensor, layout: TokenLayout, output_attentions: bool = False):
+        if self.pre_norm:  # x + f(norm(x)): the residual stream itself is never normalized
+            mixed, probs = self.mixer(self.mixer_norm(x), layout, output_attentions)
+            x = x + self.dropout(mixed)
+            x = x + self.dropout(self.mlp(self.mlp_norm(x)))
+        else:  # BERT: norm(x + f(x))
+            mixed, probs = self.mixer(x, layout, output_attentions)
+            x = self.mixer_norm(x + self.dropout(mixed))
+            x = self.mlp_norm(x + self.dropout(self.mlp(x)))
+        return x, probs
+
+
+# ----------------------------------------------------------------------------------------------
+# Pretrained-model plumbing and the base model
+# ----------------------------------------------------------------------------------------------
+
+
+class HfpipePreTrainedModel(PreTrainedModel):
+    config_class = HfpipeConfig
+    config: HfpipeConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["HfpipeEmbeddings", "HfpipeLayer"]
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module):
+        """Every weight's init, in one place: N(0, initializer_range) for Linear and Embedding weights,
+        zeros for biases and the padding embedding, ones for norm scales. `transformers.initialization`
+        skips tensors already loaded from a checkpoint, so loading never re-initializes weights."""
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
+                init.zeros_(module.weight[module.padding_idx])
+        elif isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
+            if module.weight is not None:
+                init.ones_(module.weight)
+            if getattr(module, "bias", None) is not None:
+                init.zeros_(module.bias)
+
+
+class HfpipePooler(nn.Module):
+    """BERT's pooler: Linear + tanh on the first ([CLS]) token."""
+
+    def __init__(self, config: HfpipeConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(hidden_states[:, 0]))  # (B, T, C) -> (B, C)
+
+
+class HfpipeModel(HfpipePreTrainedModel):
+    """The bare encoder: embeddings -> layers -> optional final norm (-> optional pooler)."""
+
+    def __init__(self, config: HfpipeConfig, add_pooling_layer: bool | None = None):
+        super().__init__(config)
+        self.embeddings = HfpipeEmbeddings(config)
+        self.layers = nn.ModuleList([HfpipeLayer(config, i) for i in range(config.num_hidden_layers)])
+        self.final_norm = make_norm(config) if config.final_norm else nn.Identity()
+        if add_pooling_layer is None:
+            add_pooling_layer = config.add_pooling_layer
+        self.pooler = HfpipePooler(config) if add_pooling_layer else None
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings.word_embeddings = value
+
+    def _layout(self, attention_mask, position_ids, x: torch.Tensor, output_attentions: bool) -> TokenLayout:
+        B, T, _ = x.shape
+        config = self.config
+        token_mask = attention_mask.bool() if attention_mask is not None and not attention_mask.all() else None
+        document_ids = document_ids_from_positions(position_ids) if position_ids is not None else None
+        positions = position_ids if position_ids is not None else default_position_ids(B, T, x.device)
+        rotary = None
+        if config.position_embedding_type == "rope":
+            rotary = rotary_cos_sin(positions, config.head_dim, config.rope_theta, x.dtype)
+        mask = None
+        if config.token_mixer == "attention":
+            backend = "eager" if output_attentions else config._attn_implementation
+            mask = self._attention_mask(backend, token_mask, document_ids, positions, x)
+        return TokenLayout(mask, token_mask, document_ids, rotary, position_ids)
+
+    def _attention_mask(self, backend, token_mask, document_ids, positions, x):
+        """Which key each query may attend to: real tokens (keys) of its own document."""
+        B, T, _ = x.shape
+        pad_query = ~token_mask if token_mask is not None else None
+
+        if backend in ("flex_attention", "flash_attention_2", "flash_attention_3"):
+            if self.config.position_embedding_type == "alibi":
+                raise ValueError(
+                    f"position_embedding_type='alibi' needs an additive score bias, which attn_implementation="
+                    f"{backend!r} does not take here; use 'sdpa' or 'eager'"
+                )
+            same_document = None
+            if document_ids is not None:
+
+                def same_document(b, h, q, kv):  # padded queries may look anywhere: keeps their rows finite
+                    ok = document_ids[b, q] == document_ids[b, kv]
+                    return ok | pad_query[b, q] if pad_query is not None else ok
+
+            padding = token_mask.long() if token_mask is not None else None
+            return create_bidirectional_mask(
+                self.config, inputs_embeds=x, attention_mask=padding, and_mask_function=same_document
+            )
+
+        # eager and sdpa: an additive float mask, 0 where allowed, a large negative number elsewhere.
+        allowed = None
+        if token_mask is not None:
+            allowed = token_mask[:, None, None, :]  # (B, T) -> (B, 1, 1, T): real keys
+        if document_ids is not None:
+            same = document_ids[:, None, :, None] == document_ids[:, None, None, :]  # (B, 1, T, 1) vs (B, 1, 1, T) -> (B, 1, T, T)
+            if pad_query is not None:
+                same = same | pad_query[:, None, :, None]
+            allowed = same if allowed is None else same & allowed  # (B, 1, T, T)
+        bias = None
+        if self.config.position_embedding_type == "alibi":
+            distance = (positions[:, None, :] - positions[:, :, None]).abs()  # (B, 1, T) - (B, T, 1) -> (B, T, T)
+            slopes = alibi_slopes(self.config.num_attention_heads).to(x.device, torch.float32)
+            bias = -slopes[None, :, None, None] * distance[:, None]  # (1, H, 1, 1) * (B, 1, T, T) -> (B, H, T, T)
+        if allowed is None and bias is None:
+            return None  # attend everywhere: lets sdpa pick its fastest kernel
+        mask = torch.zeros(B, 1, T, T, device=x.device) if bias is None else bias
+        if allowed is not None:
+            mask = mask.masked_fill(~allowed, torch.finfo(x.dtype).min)  # (B, 1 or H, T, T)
+        return mask.to(x.dtype)
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        B, T = input_ids.shape if input_ids is not None else inputs_embeds.shape[:2]
+        if T > self.config.max_position_embeddings and self.config.position_embedding_type == "absolute":
+            raise ValueError(
+                f"sequence length {T} exceeds max_position_embeddings={self.config.max_position_embeddings}; "
+                "truncate the input (tokenizer truncation / data.block_size) or use a longer model"
+            )
+        device = input_ids.device if input_ids is not None else inputs_embeds.device
+        positions = position_ids if position_ids is not None else default_position_ids(B, T, device)
+
+        x = self.embeddings(input_ids, token_type_ids, positions, inputs_embeds)  # (B, T) -> (B, T, C)
+        layout = self._layout(attention_mask, position_ids, x, output_attentions)
+
+        all_hidden_states = (x,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for layer in self.layers:
+            x, probs = layer(x, layout, output_attentions)  # (B, T, C) -> (B, T, C)
+            if output_hidden_states:
+                all_hidden_states += (x,)
+            if output_attentions:
+                all_attentions += (probs,)
+        x = self.final_norm(x)
+        if output_hidden_states:  # like BERT, the last entry is the final output
+            all_hidden_states = all_hidden_states[:-1] + (x,)
+
+        return BaseModelOutputWithPooling(
+            last_hidden_state=x,
+            pooler_output=self.pooler(x) if self.pooler is not None else None,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Task heads: thin classes over the shared backbone, returning the standard ModelOutputs
+# ----------------------------------------------------------------------------------------------
+
+
+class HfpipeMLMHead(nn.Module):
+    """BERT's MLM head: Linear -> activation -> norm -> decoder to the vocabulary (tied to the embeddings)."""
+
+    def __init__(self, config: HfpipeConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size, bias=config.use_bias)
+        self.act = F.silu if config.hidden_act == "swiglu" else F.gelu
+        self.norm = make_norm(config)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.norm(self.act(self.dense(x))))  # (..., C) -> (..., V)
+
+
+class HfpipeForMaskedLM(HfpipePreTrainedModel):
+    """Masked-language modelling. With `labels`, logits are computed only where labels != -100
+    (sparse prediction: at 15-30% masking most of a full head's compute would be thrown away), so
+    `logits` is then (N, V) in the order of `labels[labels != -100]`; without labels it is (B, T, V)."""
+
+    _tied_weights_keys = {"mlm_head.decoder.weight": "model.embeddings.word_embeddings.weight"}
+
+    def __init__(self, config: HfpipeConfig):
+        super().__init__(config)
+        self.model = HfpipeModel(config, add_pooling_layer=False)
+        self.mlm_head = HfpipeMLMHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.mlm_head.decoder
+
+    def set_output_embeddings(self, new_embeddings):
+        self.mlm_head.decoder = new_embeddings
+
+    @can_return_tuple
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None, **kwargs):
+        outputs = self.model(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                             output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        hidden = outputs.last_hidden_state  # (B, T, C)
+        loss = None
+        if labels is not None:
+            selected = labels != -100  # (B, T)
+            hidden = hidden[selected]  # (B, T, C) -> (N, C): only positions that have a label
+            labels = labels[selected]  # (B, T) -> (N,)
+        logits = self.mlm_head(hidden)  # (N, C) -> (N, V), or (B, T, C) -> (B, T, V)
+        if labels is not None:
+            loss = F.cross_entropy(logits.float(), labels)
+        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                              attentions=outputs.attentions)
+
+
+def sequence_classification_loss(config: HfpipeConfig, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Regression (MSE), single-label (cross-entropy) or multi-label (BCE), chosen like transformers does."""
+    if config.problem_type is None:
+        if config.num_labels == 1:
+            config.problem_type = "regression"
+        elif labels.dtype in (torch.long, torch.int):
+            config.problem_type = "single_label_classification"
+        else:
+            config.problem_type = "multi_label_classification"
+    if config.problem_type == "regression":
+        return F.mse_loss(logits.squeeze(-1).float(), labels.float()) if config.num_labels == 1 else F.mse_loss(logits, labels)
+    if config.problem_type == "single_label_classification":
+        return F.cross_entropy(logits.view(-1, config.num_labels).float(), labels.view(-1))  # (B, L), (B,)
+    return F.binary_cross_entropy_with_logits(logits.float(), labels.float())  # (B, L), (B, L)
+
+
+def _classifier_dropout(config: HfpipeConfig) -> nn.Dropout:
+    p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+    return nn.Dropout(p)
+
+
+class HfpipeForSequenceClassification(HfpipePreTrainedModel):
+    """Pooled [CLS] -> dropout -> Linear(C, L). `config.problem_type` picks regression / single- / multi-label."""
+
+    def __init__(self, config: HfpipeConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = HfpipeModel(config, add_pooling_layer=True)
+        self.dropout = _classifier_dropout(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None, **kwargs):
+        outputs = self.model(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                             output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        logits = self.classifier(self.dropout(outputs.pooler_output))  # (B, C) -> (B, L)
+        loss = sequence_classification_loss(self.config, logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                                        attentions=outputs.attentions)
+
+
+class HfpipeForTokenClassification(HfpipePreTrainedModel):
+    """Every token -> dropout -> Linear(C, L) (NER). Labels of -100 are ignored."""
+
+    def __init__(self, config: HfpipeConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = HfpipeModel(config, add_pooling_layer=False)
+        self.dropout = _classifier_dropout(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None, **kwargs):
+        outputs = self.model(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                             output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        logits = self.classifier(self.dropout(outputs.last_hidden_state))  # (B, T, C) -> (B, T, L)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.view(-1, self.num_labels).float(), labels.view(-1))  # (B*T, L), (B*T,)
+        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                                     attentions=outputs.attentions)
+
+
+class HfpipeForQuestionAnswering(HfpipePreTrainedModel):
+    """Extractive QA: every token -> Linear(C, 2) -> start and end logits of the answer span."""
+
+    def __init__(self, config: HfpipeConfig):
+        super().__init__(config)
+        self.model = HfpipeModel(config, add_pooling_layer=False)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, start_positions=None, end_positions=None, output_attentions=None,
+                output_hidden_states=None, **kwargs):
+        outputs = self.model(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                             output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        logits = self.qa_outputs(outputs.last_hidden_state)  # (B, T, C) -> (B, T, 2)
+        start_logits, end_logits = logits.unbind(dim=-1)  # (B, T, 2) -> 2 x (B, T)
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            T = start_logits.size(1)  # positions outside the row (answer cut off) are ignored
+            start_positions = start_positions.view(-1).clamp(0, T)
+            end_positions = end_positions.view(-1).clamp(0, T)
+            loss = (F.cross_entropy(start_logits.float(), start_positions, ignore_index=T)
+                    + F.cross_entropy(end_logits.float(), end_positions, ignore_index=T)) / 2
+        return QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits.contiguous(),
+                                            end_logits=end_logits.contiguous(),
+                                            hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+
+
+class HfpipeForMultipleChoice(HfpipePreTrainedModel):
+    """Each (context, choice) pair encoded separately -> pooled -> Linear(C, 1) -> softmax over the K choices."""
+
+    def __init__(self, config: HfpipeConfig):
+        super().__init__(config)
+        self.model = HfpipeModel(config, add_pooling_layer=True)
+        self.dropout = _classifier_dropout(config)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None, **kwargs):
+        first = input_ids if input_ids is not None else inputs_embeds
+        K = first.shape[1]
+
+        def flat(t):  # (B, K, T, ...) -> (B*K, T, ...)
+            return t.reshape(-1, *t.shape[2:]) if t is not None else None
+
+        outputs = self.model(flat(input_ids), flat(attention_mask), flat(token_type_ids), flat(position_ids),
+                             flat(inputs_embeds), output_attentions=output_attentions,
+                             output_hidden_states=output_hidden_states)
+        logits = self.classifier(self.dropout(outputs.pooler_output))  # (B*K, C) -> (B*K, 1)
+        logits = logits.view(-1, K)  # (B*K, 1) -> (B, K)
+        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
+        return MultipleChoiceModelOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                                         attentions=outputs.attentions)
+
+
+__all__ = [
+    "HfpipePreTrainedModel",
+    "HfpipeModel",
+    "HfpipeForMaskedLM",
+    "HfpipeForSequenceClassification",
+    "HfpipeForTokenClassification",
+    "HfpipeForQuestionAnswering",
+    "HfpipeForMultipleChoice",
+]
