@@ -101,7 +101,9 @@ def test_accuracy_matches_sklearn(rng):
     assert accuracy.compute(predictions=predictions, references=references) == {
         "accuracy": sklearn.metrics.accuracy_score(references, predictions)
     }
-    got = accuracy.compute(predictions=predictions, references=references, normalize=False, sample_weight=weights)
+    got = accuracy.compute(
+        predictions=predictions, references=references, normalize=False, sample_weight=weights
+    )
     want = sklearn.metrics.accuracy_score(references, predictions, normalize=False, sample_weight=weights)
     assert got["accuracy"] == pytest.approx(want, rel=1e-12, abs=0)
     assert 0.5 < got["accuracy"] / sum(weights) < 0.9  # the inputs are neither perfect nor random
@@ -117,7 +119,9 @@ def test_f1_matches_sklearn_for_every_average(rng):
     weights = rng.random(400).tolist()
     scores = set()
     for average in ("micro", "macro", "weighted"):
-        got = f1.compute(predictions=predictions, references=references, average=average, sample_weight=weights)
+        got = f1.compute(
+            predictions=predictions, references=references, average=average, sample_weight=weights
+        )
         want = sklearn.metrics.f1_score(references, predictions, average=average, sample_weight=weights)
         assert got["f1"] == pytest.approx(want, rel=1e-12, abs=0)
         scores.add(round(got["f1"], 12))
@@ -217,8 +221,8 @@ def test_seqeval_strict_mode_rejects_ill_formed_entities():
 
 def test_seqeval_rejects_unknown_scheme_and_mode():
     tags = [["B-PER", "O"]]
-    # A fresh instance per failing call: evaluate keeps a failed compute's cache-file lock until the
-    # instance is garbage collected, and the next compute on it would wait 1 s for that lock.
+    # A fresh instance per failing call: evaluate keeps a failed compute's cache-file lock held by that
+    # instance, so the next compute on it would wait 1 s for that lock before using another file.
     with pytest.raises(ValueError, match=r"scheme='BIO' is not supported; use one of \['IOB1', 'IOB2'"):
         metrics.load("seqeval").compute(predictions=tags, references=tags, scheme="BIO", mode="strict")
     with pytest.raises(ValueError, match=r"mode='lenient' is not supported"):
@@ -256,7 +260,9 @@ def squad_pred(qid: str, text: str) -> dict:
     ],
 )
 def test_squad_single_question_by_hand(prediction, answers, exact_match, f1):
-    got = metrics.load("squad").compute(predictions=[squad_pred("q", prediction)], references=[squad_ref("q", *answers)])
+    got = metrics.load("squad").compute(
+        predictions=[squad_pred("q", prediction)], references=[squad_ref("q", *answers)]
+    )
     assert got["exact_match"] == 100.0 * exact_match
     assert got["f1"] == pytest.approx(100.0 * float(f1), rel=1e-12)
 

@@ -75,9 +75,7 @@ def load(name: str, **kwargs) -> evaluate.EvaluationModule:
     return evaluate.load(path(name), **kwargs)
 
 
-def combine(
-    names: Sequence[str], *, force_prefix: bool = False, **kwargs
-) -> evaluate.CombinedEvaluations:
+def combine(names: Sequence[str], *, force_prefix: bool = False, **kwargs) -> evaluate.CombinedEvaluations:
     """`evaluate.combine` of several hfpipe metrics, each loaded with `load(name, **kwargs)`.
 
     Results merge into one dict; keys that collide are prefixed with the metric name (see evaluate.combine).

@@ -59,7 +59,9 @@ class F1(evaluate.Metric):
             features=datasets.Features(
                 {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
             ),
-            reference_urls=["https://scikit-learn.org/stable/modules/generated/sklearn.metrics.f1_score.html"],
+            reference_urls=[
+                "https://scikit-learn.org/stable/modules/generated/sklearn.metrics.f1_score.html"
+            ],
         )
 
     def _compute(

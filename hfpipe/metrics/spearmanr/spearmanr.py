@@ -53,7 +53,9 @@ class Spearmanr(evaluate.Metric):
             features=datasets.Features(
                 {"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}
             ),
-            reference_urls=["https://docs.scipy.org/doc/scipy/reference/generated/scipy.stats.spearmanr.html"],
+            reference_urls=[
+                "https://docs.scipy.org/doc/scipy/reference/generated/scipy.stats.spearmanr.html"
+            ],
         )
 
     def _compute(self, predictions, references, return_pvalue: bool = False) -> dict:

@@ -1,0 +1,176 @@
+"""The `hfpipe` command line (also `python -m hfpipe`, so `accelerate launch -m hfpipe ...` works).
+
+    hfpipe pretrain RECIPE [section.key=value ...]
+    hfpipe finetune RECIPE [section.key=value ...]
+    hfpipe validate RECIPE [...]          check a recipe without running it
+    hfpipe tokenizer RECIPE [...]         train the recipe's tokenizer alone
+    hfpipe convert bert SRC OUT           import a transformers BERT checkpoint
+    hfpipe shapes [--preset NAME]         every tensor shape of one forward pass, dimensions named
+    hfpipe attention MODEL TEXT --out F   plot attention maps
+    hfpipe push DIR --repo-id ID          upload a model folder to the Hub
+    hfpipe glue MODEL --tasks ... --seeds ...   fine-tuning suite -> markdown table
+    hfpipe demo                           the main job, end to end, offline, on CPU
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _recipe_kind(path: str) -> str:
+    text = Path(path).read_text() if Path(path).is_file() else ""
+    return "finetune" if "\ntask:" in "\n" + text else "pretrain"
+
+
+def _load(path: str, overrides: list[str], kind: str | None = None):
+    from .recipe import load_recipe
+    from .recipe_types import FinetuneRecipe, PretrainRecipe
+
+    kind = kind or _recipe_kind(path)
+    return load_recipe(path, FinetuneRecipe if kind == "finetune" else PretrainRecipe, overrides)
+
+
+def cmd_pretrain(args) -> int:
+    from .pretrain import pretrain
+
+    pretrain(_load(args.recipe, args.overrides, "pretrain"))
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    from .finetune import finetune
+
+    finetune(_load(args.recipe, args.overrides, "finetune"))
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from .recipe import format_help, to_yaml
+    from .recipe_types import FinetuneRecipe, PretrainRecipe
+
+    if args.help_keys:
+        print(format_help(FinetuneRecipe if args.help_keys == "finetune" else PretrainRecipe))
+        return 0
+    if not args.recipe:
+        print("hfpipe validate: give a RECIPE (or --help-keys pretrain|finetune)", file=sys.stderr)
+        return 2
+    recipe = _load(args.recipe, args.overrides)
+    if args.print:
+        print(to_yaml(recipe))
+    print(f"{args.recipe}: OK ({type(recipe).__name__})")
+    return 0
+
+
+def cmd_tokenizer(args) -> int:
+    from .data import iter_texts, load_text_datasets
+    from .tokenizer import get_tokenizer
+
+    recipe = _load(args.recipe, args.overrides, "pretrain")
+    train_texts, _ = load_text_datasets(recipe.data, seed=recipe.seed)
+    tokenizer = get_tokenizer(recipe.tokenizer, lambda: iter_texts(train_texts), Path(recipe.output_dir))
+    print(f"tokenizer with {len(tokenizer)} tokens in {Path(recipe.output_dir) / 'tokenizer'}")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .convert import convert_bert
+
+    out = convert_bert(args.src, args.out, architecture=args.architecture)
+    print(f"converted {args.src} -> {out}")
+    return 0
+
+
+def cmd_push(args) -> int:
+    from .hub import push_folder
+
+    result = push_folder(args.dir, args.repo_id, private=args.private, revision=args.revision,
+                         commit_message=args.commit_message)
+    print(result)
+    return 0
+
+
+def cmd_glue(args) -> int:
+    from .suite import run_suite
+
+    return run_suite(args)
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hfpipe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    for name, fn, help_text in (
+        ("pretrain", cmd_pretrain, "masked-language-model pretraining from a recipe"),
+        ("finetune", cmd_finetune, "fine-tune on a task from a recipe"),
+        ("tokenizer", cmd_tokenizer, "train the recipe's tokenizer alone (saved to output_dir/tokenizer)"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("recipe", help="YAML recipe file")
+        p.add_argument("overrides", nargs="*", help="section.key=value overrides")
+        p.set_defaults(fn=fn)
+
+    p = sub.add_parser("validate", help="check a recipe without running it")
+    p.add_argument("recipe", nargs="?")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--print", action="store_true", help="print the fully resolved recipe")
+    p.add_argument("--help-keys", choices=["pretrain", "finetune"], help="list every recipe key with its help text")
+    p.set_defaults(fn=cmd_validate)
+
+    p = sub.add_parser("convert", help="import a checkpoint into hfpipe")
+    p.add_argument("kind", choices=["bert"])
+    p.add_argument("src", help="BERT checkpoint folder or Hub id")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--architecture", help="override config.json's architecture, e.g. BertForMaskedLM")
+    p.set_defaults(fn=cmd_convert)
+
+    p = sub.add_parser("push", help="upload a model folder to the Hugging Face Hub")
+    p.add_argument("dir")
+    p.add_argument("--repo-id", required=True)
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--revision", help="branch to push to (created if missing)")
+    p.add_argument("--commit-message")
+    p.set_defaults(fn=cmd_push)
+
+    p = sub.add_parser("glue", help="run GLUE tasks x seeds and print a markdown table")
+    p.add_argument("model", help="model folder, Hub id or BERT checkpoint")
+    p.add_argument("--tasks", nargs="+", default=["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[42])
+    p.add_argument("--output-dir", default="runs/glue")
+    p.add_argument("--from-mnli", action="store_true", help="start RTE, MRPC and STS-B from the MNLI checkpoint")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides applied to every task")
+    p.set_defaults(fn=cmd_glue)
+
+    p = sub.add_parser("demo", help="the main job end to end: tokenizer -> pretrain -> fine-tune -> export -> reload")
+    p.add_argument("--output-dir", default="runs/demo")
+    p.set_defaults(fn=cmd_demo)
+
+    for module_name, name in (("shapes", "shapes"), ("attention_viz", "attention")):
+        try:
+            module = __import__(f"hfpipe.{module_name}", fromlist=["add_parser"])
+        except ImportError:
+            continue
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    from .recipe import RecipeError
+
+    try:
+        return args.fn(args)
+    except (RecipeError, FileNotFoundError) as err:
+        print(f"hfpipe {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""Test-wide settings: no Hub (there is none here; without these a lookup retries for ~23 s)."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data beside the checkout (WikiText-2, SST-2, CoLA, CoNLL-2003, SQuAD dev)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real-data test: {SHARED_DATA} is absent (it sits beside the checkout in CI)")
+    return SHARED_DATA
