@@ -116,7 +116,7 @@ _Dumper.add_representer(list, _represent_list)
 
 def _yaml_load(text: str, source: str) -> Any:
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        return yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{source}, line {mark.line + 1}, column {mark.column + 1}" if mark else source
@@ -148,7 +148,9 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, where: str = "") -> T:
     for name, f in fields.items():
         key = _join(where, name)
         section = hints[name] if _is_dataclass_type(hints[name]) else None
-        if name in data:
+        if name in data and data[name] is None and is_secret(name) and f.default is not dataclasses.MISSING:
+            pass  # save_recipe writes secrets as null: read that back as the default
+        elif name in data:
             kwargs[name] = _convert(hints[name], data[name], key)
         elif section is not None and f.default_factory in (section, dataclasses.MISSING):
             kwargs[name] = from_dict(section, {}, where=key)  # names missing keys inside the section
@@ -478,10 +480,15 @@ def _collect_help(cls: type, prefix: str, out: dict[str, FieldHelp]) -> None:
             continue
         key, tp = _join(prefix, f.name), hints[f.name]
         section = _section_type(tp)
-        doc = docs.get(f.name) or (inspect.cleandoc(section.__doc__ or "") if section else "")
+        doc = docs.get(f.name) or (_class_doc(section) if section else "")
         out[key] = FieldHelp(_type_name(tp), _default_text(f), doc)
         if section is not None:
             _collect_help(section, key if _is_dataclass_type(tp) else f"{key}[]", out)
+
+
+def _class_doc(cls: type) -> str:
+    doc = inspect.cleandoc(cls.__doc__ or "")
+    return "" if doc.startswith(f"{cls.__name__}(") else doc  # dataclass's generated signature
 
 
 def _section_type(tp: Any) -> type | None:
@@ -591,10 +598,29 @@ class ModelArgs:
     `flash_attention_2` needs the flash-attn package and a CUDA GPU."""
 
     def validate(self) -> None:
-        check(self.name_or_path is not None or bool(self.preset.strip()), "preset", "must not be empty")
+        from .configuration_hfpipe import PRESETS, HfpipeConfig  # lazy: pulls in transformers
+
+        ok = self.name_or_path is None or bool(self.name_or_path.strip())
+        check(ok, "name_or_path", "must not be empty (null builds a fresh model from the preset)")
+        valid = set(inspect.signature(HfpipeConfig.__init__).parameters) - {"self", "kwargs"}
+        valid |= set(vars(HfpipeConfig()))  # generic PreTrainedConfig attributes are allowed too
+        for name in self.config_overrides:
+            close = difflib.get_close_matches(name, sorted(valid), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            check(name in valid, f"config_overrides.{name}", f"not a field of HfpipeConfig{hint}")
+        if self.name_or_path is not None:
+            return  # the preset is not used; the loaded config gets the overrides
+        close = difflib.get_close_matches(self.preset, list(PRESETS), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
         check(
-            self.name_or_path is None or bool(self.name_or_path.strip()), "name_or_path", "must not be empty"
+            self.preset in PRESETS,
+            "preset",
+            f"unknown preset {self.preset!r}; {hint}available: {', '.join(PRESETS)}",
         )
+        try:
+            HfpipeConfig.from_preset(self.preset, **self.config_overrides)
+        except (ValueError, TypeError) as e:
+            raise RecipeError(str(e), key="config_overrides") from None
 
 
 @dataclass

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from .data import DataArgs
 from .masking import MaskingArgs
 from .recipe import EvalArgs, HubArgs, ModelArgs, TrackingArgs, TrainArgs, check
-from .tasks import TaskDataArgs
+from .tasks import TaskDataArgs, get_task
 from .tokenizer import TokenizerArgs
 
 
@@ -82,7 +82,7 @@ class FinetuneRecipe:
     def validate(self) -> None:
         check(bool(self.output_dir.strip()), "output_dir", "must not be empty")
         check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
-        check(bool(self.task.strip()), "task", "must name a task, e.g. sst2")
+        get_task(self.task)  # RecipeError naming the valid tasks if it is not in the task table
         check(
             self.model.name_or_path is not None,
             "model.name_or_path",
