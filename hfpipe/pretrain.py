@@ -195,6 +195,7 @@ def pretrain(recipe) -> dict:
             "indexable data); tokenize to disk with streaming=false"
         )
 
+    set_seed(recipe.seed)  # again: tokenizer training and data loading above may consume random numbers
     model = build_model(recipe, tokenizer)
     if train.gradient_checkpointing:
         model.gradient_checkpointing_enable()
