@@ -143,24 +143,16 @@ def predict(model, accelerator, dataset, tokenizer, batch_size: int, kind: str) 
     return [by_index[i] for i in range(len(dataset))]
 
 
-def evaluate_split(model, accelerator, spec, raw_split, features, tokenizer, args) -> dict:
+def evaluate_split(model, accelerator, spec, split: str, raw_split, features, tokenizer, recipe) -> dict:
+    """The task's metrics on one validation split (computed identically on every process)."""
     from .qa import postprocess_qa_predictions
 
-    preds = predict(model, accelerator, features, tokenizer, args.eval.batch_size, spec.kind)
+    preds = predict(model, accelerator, features, tokenizer, recipe.eval.batch_size, spec.kind)
     if spec.kind == "question_answering":
-        starts = [p[0] for p in preds]
-        ends = [p[1] for p in preds]
-        answers = postprocess_qa_predictions(raw_split, features, starts, ends, n_best=args.data.n_best,
-                                             max_answer_length=args.data.max_answer_length)
-        predictions = [{"id": ex_id, "prediction_text": text} for ex_id, text in answers.items()]
-        references = [{"id": ex["id"], "answers": ex["answers"]} for ex in raw_split]
-        return compute_task_metrics(spec, predictions, references)
-    if spec.kind == "token_classification":
-        references = [f["labels"] for f in features]
-        predictions = [[p for p, y in zip(pred, ref) if y != -100] for pred, ref in zip(preds, references)]
-        references = [[y for y in ref if y != -100] for ref in references]
-        return compute_task_metrics(spec, predictions, references)
-    return compute_task_metrics(spec, preds, [f["labels"] for f in features])
+        answers = postprocess_qa_predictions(raw_split, features, [p[0] for p in preds], [p[1] for p in preds],
+                                             n_best=recipe.data.n_best, max_answer_length=recipe.data.max_answer_length)
+        return compute_task_metrics(spec, answers, raw_split, split)
+    return compute_task_metrics(spec, preds, features["labels"], split)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -170,13 +162,11 @@ def evaluate_split(model, accelerator, spec, raw_split, features, tokenizer, arg
 
 def build_model(recipe, spec):
     head = HEADS[spec.kind]
-    kwargs = {}
+    kwargs = {"num_labels": spec.num_labels}
     if spec.kind == "regression":
-        kwargs = {"num_labels": 1, "problem_type": "regression"}
+        kwargs["problem_type"] = "regression"
     elif spec.kind in ("sequence_classification", "token_classification"):
-        names = list(spec.label_names)
-        kwargs = {"num_labels": len(names), "id2label": dict(enumerate(names)),
-                  "label2id": {n: i for i, n in enumerate(names)}}
+        kwargs.update(id2label=spec.id2label, label2id=spec.label2id)
         if spec.kind == "sequence_classification":
             kwargs["problem_type"] = "single_label_classification"
     model = load_encoder(recipe.model.name_or_path, head, **kwargs, **recipe.model.config_overrides)
@@ -184,8 +174,11 @@ def build_model(recipe, spec):
     return model
 
 
-def finetune(recipe) -> dict:
-    """Fine-tune as the recipe says; returns the best evaluation metrics."""
+def finetune(recipe, model_factory=None) -> dict:
+    """Fine-tune as the recipe says; returns the best evaluation metrics.
+
+    `model_factory(recipe, spec) -> model` replaces `build_model`: benchmarks use it to run this very
+    loop on transformers' own BERT classes, so the comparison isolates the model implementation."""
     train, out_dir = recipe.train, Path(recipe.output_dir)
     accelerator = Accelerator(mixed_precision=train.mixed_precision, project_dir=str(out_dir))
     main = accelerator.is_main_process
@@ -200,9 +193,10 @@ def finetune(recipe) -> dict:
         raw = load_task_data(spec, recipe.data)
         features = preprocess(spec, raw, tokenizer, recipe.data)
     train_set = features["train"]
-    eval_names = [name for name in ("validation", "validation_mismatched") if name in features]
+    eval_names = [name for name in spec.eval_splits if name in features]
 
-    model = build_model(recipe, spec)
+    set_seed(recipe.seed)  # the new head's init does not depend on what data loading consumed
+    model = (model_factory or build_model)(recipe, spec)
     if train.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     optimizer = build_optimizer(model, train)
@@ -229,9 +223,7 @@ def finetune(recipe) -> dict:
     def run_eval() -> dict:
         metrics = {}
         for name in eval_names:
-            values = evaluate_split(model, accelerator, spec, raw[name], features[name], tokenizer, recipe)
-            suffix = "" if name == "validation" else "_mismatched"
-            metrics.update({f"{k}{suffix}": v for k, v in values.items()})
+            metrics.update(evaluate_split(model, accelerator, spec, name, raw[name], features[name], tokenizer, recipe))
         return metrics
 
     progress = tqdm(total=max_steps, initial=step, disable=not main, desc=f"finetune {spec.name}", dynamic_ncols=True)

@@ -10,12 +10,13 @@ against it: `create_repo`, `create_branch`, `upload_folder` (preupload + commit)
         ...                                   # run the client in a subprocess with `env`
         hub.fail(500, endpoints={"commit"})   # inject failures; hub.heal() undoes it
 
-Only the endpoints that huggingface_hub 1.x/2.x calls for those operations are implemented, read from
-its source (hf_api.py, _commit_api.py, file_download.py). Simplifications, on purpose:
+Only the endpoints that huggingface_hub calls for those operations are implemented, read from its
+source (version 2.4: hf_api.py, _commit_api.py, _upload_pipeline.py, file_download.py). Simplifications,
+on purpose:
 - The preupload answer puts every file in uploadMode "regular", so file contents travel base64-inline
   in the NDJSON commit. (The real Hub stores *.safetensors through Xet/LFS; this double has no LFS.)
 - Repos are models only; ids must be "namespace/name"; no pagination, no PRs, no tags.
-- Only standard library: http.server + threading. Standard library only, so it runs anywhere.
+- Standard library only (http.server + threading), so it runs wherever the tests run.
 """
 
 from __future__ import annotations
@@ -167,7 +168,11 @@ class _Handler(BaseHTTPRequestHandler):
             with self.hub._lock:
                 route(self, parts, query, body)
         except _Reply as reply:
-            headers = {"X-Error-Message": reply.message}
+            # Retry-After: 0 makes huggingface_hub's retries on 5xx (5 of them) take ~5 s instead of ~23 s.
+            headers = {
+                "X-Error-Message": reply.message,
+                **({"Retry-After": "0"} if reply.status >= 500 else {}),
+            }
             if reply.error_code:
                 headers["X-Error-Code"] = reply.error_code
             self._send_json(reply.status, {"error": reply.message}, headers)
@@ -182,7 +187,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _send_json(self, status: int, payload: object, headers: dict[str, str] | None = None) -> None:
-        self._send(status, json.dumps(payload).encode(), {"Content-Type": "application/json", **(headers or {})})
+        self._send(
+            status, json.dumps(payload).encode(), {"Content-Type": "application/json", **(headers or {})}
+        )
 
     def _authorized(self) -> bool:
         return self.headers.get("Authorization") == f"Bearer {self.hub.token}"
@@ -234,13 +241,18 @@ class _Handler(BaseHTTPRequestHandler):
     def validate_yaml(self, parts, query, body) -> None:
         self._send_json(200, {"errors": [], "warnings": []})
 
+    def agent_harnesses(self, parts, query, body) -> None:
+        self._send_json(200, {"standardEnvVars": [], "harnesses": {}})
+
     def whoami(self, parts, query, body) -> None:
         self._require_auth()
-        self._send_json(200, {"type": "user", "name": self.hub.user, "orgs": [], "auth": {"type": "access_token"}})
+        self._send_json(
+            200, {"type": "user", "name": self.hub.user, "orgs": [], "auth": {"type": "access_token"}}
+        )
 
     def preupload(self, parts, query, body) -> None:
         self._require_auth()
-        commit = self._commit(self._repo(parts, 2), parts[6])
+        commit = self._commit(self._repo(parts, 2), parts[5])
         files = []
         for item in json.loads(body)["files"]:
             existing = commit.files.get(item["path"])
@@ -251,8 +263,8 @@ class _Handler(BaseHTTPRequestHandler):
     def commit(self, parts, query, body) -> None:
         self._require_auth()
         repo = self._repo(parts, 2)
-        branch = unquote(parts[6])
-        files = dict(self._commit(repo, parts[6]).files)
+        branch = unquote(parts[5])
+        files = dict(self._commit(repo, parts[5]).files)
         message = ""
         for line in body.splitlines():
             op = json.loads(line)
@@ -276,14 +288,22 @@ class _Handler(BaseHTTPRequestHandler):
 
     def info(self, parts, query, body) -> None:
         repo = self._repo(parts, 2)
-        commit = self._commit(repo, parts[6] if len(parts) > 6 else "main")
-        siblings = [{"rfilename": p, "size": len(c), "blobId": git_blob_oid(c)} for p, c in sorted(commit.files.items())]
-        info = {"id": repo.repo_id, "author": repo.repo_id.split("/")[0], "sha": commit.sha, "private": repo.private}
+        commit = self._commit(repo, parts[5] if len(parts) > 5 else "main")
+        siblings = [
+            {"rfilename": p, "size": len(c), "blobId": git_blob_oid(c)}
+            for p, c in sorted(commit.files.items())
+        ]
+        info = {
+            "id": repo.repo_id,
+            "author": repo.repo_id.split("/")[0],
+            "sha": commit.sha,
+            "private": repo.private,
+        }
         self._send_json(200, {**info, "modelId": repo.repo_id, "siblings": siblings, "tags": []})
 
     def tree(self, parts, query, body) -> None:
-        commit = self._commit(self._repo(parts, 2), parts[6])
-        folder = "/".join(unquote(p) for p in parts[7:]).strip("/")
+        commit = self._commit(self._repo(parts, 2), parts[5])
+        folder = "/".join(unquote(p) for p in parts[6:]).strip("/")
         prefix = folder + "/" if folder else ""
         recursive = query.get("recursive", "false").lower() == "true"
         entries: dict[str, dict] = {}
@@ -297,14 +317,21 @@ class _Handler(BaseHTTPRequestHandler):
                 sub = prefix + "/".join(rest[:depth])
                 entries.setdefault(sub, {"type": "directory", "path": sub, "oid": "0" * 40, "size": 0})
             if recursive or len(rest) == 1:
-                entries[path] = {"type": "file", "path": path, "size": len(content), "oid": git_blob_oid(content)}
+                entries[path] = {
+                    "type": "file",
+                    "path": path,
+                    "size": len(content),
+                    "oid": git_blob_oid(content),
+                }
         if folder and not entries:
             raise _Reply(404, f"Path {folder} not found", "EntryNotFound")
         self._send_json(200, list(entries.values()))
 
     def refs(self, parts, query, body) -> None:
         repo = self._repo(parts, 2)
-        branches = [{"name": b, "ref": f"refs/heads/{b}", "targetCommit": s} for b, s in repo.branches.items()]
+        branches = [
+            {"name": b, "ref": f"refs/heads/{b}", "targetCommit": s} for b, s in repo.branches.items()
+        ]
         self._send_json(200, {"branches": branches, "tags": [], "converts": []})
 
     def resolve(self, parts, query, body) -> None:
@@ -328,8 +355,10 @@ def _route(method: str, parts: list[str]):
         return "validate_yaml", _Handler.validate_yaml
     if parts[:2] == ["api", "whoami-v2"]:
         return "whoami", _Handler.whoami
+    if parts[:2] == ["api", "agent-harnesses"]:  # client telemetry registry: answer "no agents known"
+        return "agent_harnesses", _Handler.agent_harnesses
     if parts[:2] == ["api", "models"] and n >= 4:
-        action = parts[5] if n > 5 else None
+        action = parts[4] if n > 4 else None
         table = {
             (None, "GET"): ("info", _Handler.info),
             ("revision", "GET"): ("info", _Handler.info),
