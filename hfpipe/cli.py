@@ -86,7 +86,8 @@ def cmd_push(args) -> int:
 
     result = push_folder(args.dir, args.repo_id, private=args.private, revision=args.revision,
                          commit_message=args.commit_message)
-    print(result)
+    print(f"pushed {len(result.uploaded)} file(s): {result.commit_url}" if result.changed
+          else f"no changes: {args.repo_id} already holds this folder")
     return 0
 
 
@@ -163,13 +164,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
-    from .recipe import RecipeError
-
     try:
         return args.fn(args)
-    except (RecipeError, FileNotFoundError) as err:
+    except _user_errors() as err:  # a message that says what to fix, not a traceback
         print(f"hfpipe {args.command}: error: {err}", file=sys.stderr)
         return 2
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors caused by input the user can fix (recipes, files, data, checkpoints, the Hub)."""
+    from .convert import ConversionError
+    from .data import DataSourceError
+    from .hub import HubError, ModelFolderError
+    from .pretrain import TrainingError
+    from .recipe import RecipeError
+    from .task_data import TaskDataError
+    from .tokenizer import MissingMaskTokenError
+
+    return (RecipeError, FileNotFoundError, DataSourceError, TaskDataError, ConversionError, HubError,
+            ModelFolderError, MissingMaskTokenError, TrainingError)
 
 
 if __name__ == "__main__":

@@ -131,7 +131,7 @@ def convert_bert_model(bert_model) -> torch.nn.Module:
     prefix = "" if hfpipe_class is HfpipeModel else "model."
     head_keys = ("mlm_head.", "classifier.", "qa_outputs.")
     state = {(k if k.startswith(head_keys) else prefix + k): v for k, v in converted.items()}
-    if hfpipe_class is not HfpipeModel and not has_pooler:
+    if hfpipe_class is not HfpipeModel and model.model.pooler is None:  # e.g. BertForPreTraining -> MLM
         state = {k: v for k, v in state.items() if ".pooler." not in k}
     own = model.state_dict()
     missing = sorted(set(own) - set(state))

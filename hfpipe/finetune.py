@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import gather_object, set_seed
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
@@ -138,7 +138,7 @@ def predict(model, accelerator, dataset, tokenizer, batch_size: int, kind: str) 
             pred = out.logits.argmax(-1).cpu().tolist()
             results.extend(zip(idx, pred))
     model.train()
-    gathered = accelerator.gather_object(results) if world > 1 else results
+    gathered = gather_object(results) if world > 1 else results
     by_index = dict(gathered)
     return [by_index[i] for i in range(len(dataset))]
 

@@ -376,6 +376,8 @@ class HfpipeModel(HfpipePreTrainedModel):
     def _layout(self, attention_mask, position_ids, x: torch.Tensor, output_attentions: bool) -> TokenLayout:
         B, T, _ = x.shape
         config = self.config
+        if position_ids is not None:
+            position_ids = position_ids.expand(B, T)  # (1, T) broadcasts to every row
         token_mask = attention_mask.bool() if attention_mask is not None and not attention_mask.all() else None
         document_ids = document_ids_from_positions(position_ids) if position_ids is not None else None
         positions = position_ids if position_ids is not None else default_position_ids(B, T, x.device)

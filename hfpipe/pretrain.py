@@ -321,7 +321,9 @@ def pretrain(recipe) -> dict:
                 log.write({"step": step, **last_eval})
                 accelerator.log(last_eval, step=step)
             if train.save_every_steps and step % train.save_every_steps == 0:
-                save_checkpoint(accelerator, out_dir, step, checkpoint_state(), train.keep_last)
+                saved = save_checkpoint(accelerator, out_dir, step, checkpoint_state(), train.keep_last)
+                if recipe.hub.push_checkpoints and main:
+                    push_checkpoint_to_hub(accelerator.unwrap_model(model), tokenizer, saved, recipe)
             if interrupted["flag"]:
                 save_checkpoint(accelerator, out_dir, step, checkpoint_state(), train.keep_last)
                 raise KeyboardInterrupt
@@ -368,6 +370,16 @@ def export_final(model, tokenizer, final_dir: Path, recipe, results: dict) -> No
     tokenizer.save_pretrained(final_dir)
     write_model_card(final_dir, config=model.config.to_dict(), recipe=to_dict(recipe), results=results,
                      pipeline_tag="fill-mask", repo_id=recipe.hub.repo_id)
+
+
+def push_checkpoint_to_hub(model, tokenizer, checkpoint: Path, recipe) -> None:
+    """Push a loadable copy of this checkpoint (weights, code, tokenizer) to `hub.checkpoint_branch`."""
+    from .hub import push_checkpoint
+
+    folder = checkpoint / "hf"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    push_checkpoint(folder, recipe.hub.repo_id, recipe.hub.checkpoint_branch, private=recipe.hub.private)
 
 
 def _done(budget: Budget, step: int, tokens: int, elapsed: float, accelerator) -> bool:
