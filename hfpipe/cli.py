@@ -141,31 +141,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("glue", help="run GLUE tasks x seeds and print a markdown table")
     p.add_argument("model", help="model folder, Hub id or BERT checkpoint")
+    p.add_argument("overrides", nargs="*", help="key=value for every task, or task:key=value for one task "
+                   "(e.g. sst2:data.train_file=...); put them right after MODEL")
     p.add_argument("--tasks", nargs="+", default=["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"])
     p.add_argument("--seeds", nargs="+", type=int, default=[42])
     p.add_argument("--output-dir", default="runs/glue")
     p.add_argument("--from-mnli", action="store_true", help="start RTE, MRPC and STS-B from the MNLI checkpoint")
-    p.add_argument("overrides", nargs="*", help="section.key=value overrides applied to every task")
     p.set_defaults(fn=cmd_glue)
 
     p = sub.add_parser("demo", help="the main job end to end: tokenizer -> pretrain -> fine-tune -> export -> reload")
     p.add_argument("--output-dir", default="runs/demo")
     p.set_defaults(fn=cmd_demo)
 
-    for module_name, name in (("shapes", "shapes"), ("attention_viz", "attention")):
-        try:
-            module = __import__(f"hfpipe.{module_name}", fromlist=["add_parser"])
-        except ImportError:
-            continue
-        module.add_parser(sub)
+    from . import attention_viz, shapes
+
+    for module in (shapes, attention_viz):
+        module.add_parser(sub)  # each sets func=module.run
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
+    run = getattr(args, "fn", None) or args.func
     try:
-        return args.fn(args)
+        return run(args)
     except _user_errors() as err:  # a message that says what to fix, not a traceback
         print(f"hfpipe {args.command}: error: {err}", file=sys.stderr)
         return 2

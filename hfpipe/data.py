@@ -34,6 +34,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -381,7 +382,7 @@ def load_text_datasets(args: DataArgs, *, seed: int) -> tuple[AnyDataset, AnyDat
     return train, validation
 
 
-def iter_texts(dataset: AnyDataset, limit: int | None = None, batch_size: int = 1000):
+def iter_texts(dataset: AnyDataset, limit: int | None = None, batch_size: int = 1000) -> Iterator[str]:
     """Yield the `text` of each document, streaming in batches (for tokenizer training)."""
     count = 0
     for batch in dataset.select_columns(["text"]).iter(batch_size=batch_size):

@@ -109,7 +109,8 @@ def _word_starts(encodings: list, flat_special: np.ndarray) -> np.ndarray:
     starts = np.ones(word_ids.size, dtype=np.int8)
     starts[1:] = word_ids[1:] != word_ids[:-1]
     lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
-    starts[np.cumsum(lengths)[:-1]] = 1  # a document's first token (its word ids start again at 0)
+    doc_starts = np.cumsum(lengths)[:-1]
+    starts[doc_starts[doc_starts < starts.size]] = 1  # a document's first token (word ids restart at 0)
     starts[(word_ids < 0) | (flat_special == 1)] = 1
     return starts
 
@@ -132,16 +133,15 @@ def encode_batch(
     columns = {"input_ids": flat, "position_ids": positions, "special_tokens_mask": special}
     if whole_word:
         columns["word_starts"] = _word_starts(encodings, special)
-    split = bounds[1:-1]
+    split = bounds[1:-1] if flat.size else []  # no token at all (e.g. no post-processor): no row
     # Arrow converts numpy rows fast (Dataset); an IterableDataset hands rows on as they are: lists.
-    rows = {
-        k: [a.tolist() for a in np.split(v, split)] if python_lists else np.split(v, split)
-        for k, v in columns.items()
-    }
+    rows = {k: np.split(v, split) if flat.size else [] for k, v in columns.items()}
+    if python_lists:
+        rows = {k: [a.tolist() for a in v] for k, v in rows.items()}
     if with_stats:  # this batch's numbers go in its first row, zeros elsewhere
         for name, value in zip(STATS_COLUMNS, ((lengths > block_size).sum(), lengths.max(initial=0))):
-            rows[name] = np.zeros(len(split) + 1, dtype=np.int32)
-            rows[name][0] = value
+            rows[name] = np.zeros(len(rows["input_ids"]), dtype=np.int32)
+            rows[name][:1] = value
     elif lengths.max(initial=0) > FAR_FACTOR * block_size:
         _warn_long_documents_once(int(lengths.max()), block_size)
     return rows

@@ -128,6 +128,32 @@ def _build(args: TokenizerArgs) -> tuple[Tokenizer, trainers.Trainer]:
     return tok, trainer
 
 
+def _make_deterministic(tok: Tokenizer, args: TokenizerArgs) -> None:
+    """Renumber / round the trained model so equal corpora give byte-identical tokenizers.
+
+    The `tokenizers` trainers are not reproducible, even within one process: WordPiece hands out
+    the ids of its `##` alphabet in hash-map order, and Unigram's scores vary with summation
+    order (rare pieces with equal counts even swap scores ~1e-4 apart). Neither changes what the
+    tokenizer means, so WordPiece ids are reassigned in a fixed order (special tokens, then by
+    piece length, then alphabetically) and Unigram log-probabilities are rounded to 1e-3 (far
+    below a difference that matters to segmentation), ties sorted by piece. BPE is already
+    deterministic.
+    """
+    model = json.loads(tok.to_str())["model"]
+    specials = list(SPECIAL_TOKENS.values())
+    if args.type == "wordpiece":
+        pieces = sorted(set(model["vocab"]) - set(specials), key=lambda p: (len(p.removeprefix("##")), p))
+        vocab = {piece: i for i, piece in enumerate(specials + pieces)}
+        tok.model = models.WordPiece(
+            vocab, unk_token="[UNK]", continuing_subword_prefix="##",
+            max_input_chars_per_word=model["max_input_chars_per_word"],
+        )  # fmt: skip
+    elif args.type == "unigram":
+        scores = [(piece, round(score, 3)) for piece, score in model["vocab"] if piece not in specials]
+        vocab = [(piece, 0.0) for piece in specials] + sorted(scores, key=lambda ps: (-ps[1], ps[0]))
+        tok.model = models.Unigram(vocab, unk_id=vocab.index(("[UNK]", 0.0)), byte_fallback=False)
+
+
 def _batches(texts: Iterable[str], size: int, counter: list[int]) -> Iterator[list[str]]:
     """Group `texts` into lists of `size`, counting documents in counter[0] as they stream past."""
     it = iter(texts)
@@ -151,6 +177,7 @@ def train_tokenizer(
     tok.train_from_iterator(_batches(texts, TRAIN_BATCH_SIZE, counter), trainer=trainer)
     if counter[0] == 0:
         raise ValueError("no text to train the tokenizer on: the training corpus is empty")
+    _make_deterministic(tok, args)
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -186,7 +213,9 @@ def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerFast:
     """Load a fast tokenizer from a folder or the Hub, and check it has a mask token."""
     name = str(name_or_path)
     local = Path(name).expanduser()
-    if not local.exists() and (name.startswith((".", "/", "~")) or name.count("/") > 1):  # a path, not a Hub id
+    if not local.exists() and (
+        name.startswith((".", "/", "~")) or name.count("/") > 1
+    ):  # a path, not a Hub id
         raise FileNotFoundError(f"tokenizer folder {name!r} does not exist")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(local) if local.exists() else name)

@@ -395,8 +395,17 @@ def test_eager_and_sdpa_agree(position):
         torch.testing.assert_close(sdpa[real], eager[real], atol=ATOL, rtol=0, msg=name)
 
 
+@pytest.fixture
+def fresh_compile():
+    """Flex attention compiles on first use. A second compile with new shapes would mark them dynamic,
+    and torch 2.13's CPU flex template fails to build dynamic kernels (C++ error 'cur_kvSplitSize4'
+    not declared): start each flex test from a clean compile cache so it compiles static shapes."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
 @torch.no_grad()  # FlexAttention has no backward on CPU (torch raises NotImplementedError)
-def test_flex_attention_agrees_with_eager():
+def test_flex_attention_agrees_with_eager(fresh_compile):
     """Flex compiles its kernel with torch.compile even on CPU: measured ~7 s for the first call in a
     process and ~5 s for each new mask function, so one position type (rope) covers padded and packed."""
     model = build(HfpipeModel, "eager", position_embedding_type="rope")
@@ -410,7 +419,7 @@ def test_flex_attention_agrees_with_eager():
 
 
 @torch.no_grad()
-def test_flex_attention_accepts_broadcast_position_ids():
+def test_flex_attention_accepts_broadcast_position_ids(fresh_compile):
     model = build(HfpipeModel, "eager", position_embedding_type="rope")
     ids, mask = padded_batch([6, 4])
     eager = model(ids, attention_mask=mask, position_ids=torch.arange(6)[None]).last_hidden_state

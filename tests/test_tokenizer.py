@@ -45,6 +45,13 @@ def test_train_save_and_autotokenizer_round_trip(kind, tmp_path):
     assert json.loads((tmp_path / ARGS_FILE).read_text())["type"] == kind
 
 
+@pytest.mark.parametrize("kind", ["wordpiece", "bpe", "unigram"])
+def test_training_is_reproducible(kind):
+    # The raw `tokenizers` trainers are not (hash-map order); train_tokenizer renumbers/rounds.
+    first, second = (train_tokenizer(DOCS, TokenizerArgs(type=kind, vocab_size=600)) for _ in range(2))
+    assert first.backend_tokenizer.to_str() == second.backend_tokenizer.to_str()
+
+
 def test_lowercase_switch():
     lower = train_tokenizer(DOCS, TokenizerArgs(vocab_size=500, lowercase=True))
     cased = train_tokenizer(DOCS, TokenizerArgs(vocab_size=500, lowercase=False))
