@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from .configuration_hfpipe import PRESETS, HfpipeConfig
-from .data import collate, iter_texts, load_text_datasets, tokenize_dataset
+from .data import collate, iter_texts, load_text_datasets, shard_for_process, tokenize_dataset
 from .masking import default_mlm_probability, make_generator, mask_tokens
 from .modeling_hfpipe import HfpipeForMaskedLM
 from .recipe import save_recipe, to_dict
@@ -87,9 +87,48 @@ class StepSampler:
         return step * self.global_batch / self.n
 
 
+class StreamSampler:
+    """`data.streaming: true`: each process reads its own shard of the stream in order, passing over
+    it again when it ends. Step s takes the next micro-batches; resuming at step s replays the stream
+    past the examples already consumed (exact, and O(consumed) reads -- the price of not indexing)."""
+
+    def __init__(self, shard, micro_batch: int, world: int, accum: int, rank: int, start_step: int):
+        self.shard, self.micro, self.world, self.accum, self.rank = shard, micro_batch, world, accum, rank
+        self.global_batch = micro_batch * world * accum
+        self.passes = 0
+        self._iter = iter(shard)
+        for _ in range(start_step * micro_batch * accum):
+            self._next()
+
+    def _next(self) -> dict:
+        try:
+            return next(self._iter)
+        except StopIteration:
+            self.passes += 1
+            if hasattr(self.shard, "set_epoch"):
+                self.shard.set_epoch(self.passes)
+            self._iter = iter(self.shard)
+            try:
+                return next(self._iter)
+            except StopIteration:
+                raise TrainingError("this process's shard of the streamed training data is empty") from None
+
+    def micro_batch(self, step: int, accum_index: int, rank: int) -> list[tuple[int, dict]]:
+        """[(global position, example)]: the next micro-batch of this process's stream."""
+        start = step * self.global_batch + (accum_index * self.world + rank) * self.micro
+        return [(start + i, self._next()) for i in range(self.micro)]
+
+    def epoch(self, step: int) -> float:
+        return float(self.passes)
+
+
 def masked_batch(dataset, items, tokenizer, masking, mlm_probability: float, seed: int, step: int):
-    """Collate examples and mask each row with its own generator (seed, step, global position)."""
-    batch = collate([dataset[i] for _, i in items], pad_token_id=tokenizer.pad_token_id)
+    """Collate examples and mask each row with its own generator (seed, step, global position).
+
+    `items` are (global position, example index into `dataset`) -- or (global position, example)
+    pairs when streaming, with `dataset` None."""
+    rows = [dataset[i] for _, i in items] if dataset is not None else [example for _, example in items]
+    batch = collate(rows, pad_token_id=tokenizer.pad_token_id)
     inputs, labels = [], []
     for row, (g, _) in enumerate(items):
         word_starts = batch["word_starts"][row : row + 1] if "word_starts" in batch else None
@@ -189,11 +228,10 @@ def pretrain(recipe) -> dict:
         whole_word = recipe.masking.whole_word
         train_set = tokenize_dataset(train_texts, tokenizer, recipe.data, whole_word=whole_word)
         val_set = tokenize_dataset(val_texts, tokenizer, recipe.data, whole_word=whole_word)
-    if recipe.data.streaming:
-        raise TrainingError(
-            "data.streaming=true is not supported by the pretraining loop yet (exact resume needs "
-            "indexable data); tokenize to disk with streaming=false"
-        )
+    streaming = recipe.data.streaming
+    if streaming and train.num_epochs:
+        raise TrainingError("train.num_epochs needs a known dataset length; with data.streaming=true "
+                            "set train.max_steps, train.max_tokens or train.max_minutes")
 
     set_seed(recipe.seed)  # again: tokenizer training and data loading above may consume random numbers
     model = build_model(recipe, tokenizer)
@@ -206,21 +244,7 @@ def pretrain(recipe) -> dict:
     model, optimizer = accelerator.prepare(model, optimizer)
 
     world, rank = accelerator.num_processes, accelerator.process_index
-    sampler = StepSampler(len(train_set), recipe.seed, train.batch_size, world, train.gradient_accumulation_steps)
-    max_steps = train.max_steps
-    if train.num_epochs:
-        epoch_steps = math.ceil(train.num_epochs * len(train_set) / sampler.global_batch)
-        max_steps = min(max_steps, epoch_steps) if max_steps else epoch_steps
-    budget = Budget(train, total_steps=max_steps)
-
-    # Fixed evaluation masks: built once, the same positions at every evaluation and on resume.
-    eval_rows = len(val_set) if recipe.eval.max_batches is None else min(len(val_set), recipe.eval.max_batches * recipe.eval.batch_size)
-    eval_batches = []
-    for start in range(0, eval_rows, recipe.eval.batch_size):
-        items = [(g, g) for g in range(start, min(start + recipe.eval.batch_size, eval_rows))]
-        if (start // recipe.eval.batch_size) % world == rank:
-            eval_batches.append(masked_batch(val_set, items, tokenizer, recipe.masking, mlm_probability,
-                                             recipe.seed + EVAL_SEED_OFFSET, 0))
+    accum = train.gradient_accumulation_steps
 
     # --- resume ---
     step, tokens, elapsed, skipped = 0, 0, 0.0, 0
@@ -229,6 +253,30 @@ def pretrain(recipe) -> dict:
         state = load_checkpoint(accelerator, resume_from)
         step, tokens, elapsed, skipped = state["step"], state["tokens"], state["elapsed"], state.get("skipped", 0)
         accelerator.print(f"resumed from {resume_from} at step {step}")
+
+    if streaming:
+        sampler = StreamSampler(shard_for_process(train_set, rank, world), train.batch_size, world, accum, rank, step)
+        train_source = None  # micro_batch() yields the examples themselves
+    else:
+        sampler = StepSampler(len(train_set), recipe.seed, train.batch_size, world, accum)
+        train_source = train_set
+    max_steps = train.max_steps
+    if train.num_epochs:
+        epoch_steps = math.ceil(train.num_epochs * len(train_set) / sampler.global_batch)
+        max_steps = min(max_steps, epoch_steps) if max_steps else epoch_steps
+    budget = Budget(train, total_steps=max_steps)
+
+    # Fixed evaluation masks: built once, the same positions at every evaluation and on resume.
+    limit = None if recipe.eval.max_batches is None else recipe.eval.max_batches * recipe.eval.batch_size
+    if streaming:  # the first `limit` validation rows, materialized once
+        val_set = list(val_set.take(limit)) if limit is not None else list(val_set)
+    eval_rows = len(val_set) if limit is None else min(len(val_set), limit)
+    eval_batches = []
+    for start in range(0, eval_rows, recipe.eval.batch_size):
+        items = [(g, g) for g in range(start, min(start + recipe.eval.batch_size, eval_rows))]
+        if (start // recipe.eval.batch_size) % world == rank:
+            eval_batches.append(masked_batch(val_set, items, tokenizer, recipe.masking, mlm_probability,
+                                             recipe.seed + EVAL_SEED_OFFSET, 0))
     log = MetricsLog(out_dir / "metrics.jsonl", main, step if resume_from else None)
     if report_to:
         accelerator.init_trackers(recipe.tracking.project_name, config=_flat(to_dict(recipe)))
@@ -254,9 +302,9 @@ def pretrain(recipe) -> dict:
             lr = budget.lr(step, tokens, elapsed)
             set_lr(optimizer, lr)
             micro_batches = [
-                masked_batch(train_set, sampler.micro_batch(step, a, rank), tokenizer, recipe.masking,
+                masked_batch(train_source, sampler.micro_batch(step, a, rank), tokenizer, recipe.masking,
                              mlm_probability, recipe.seed, step)
-                for a in range(train.gradient_accumulation_steps)
+                for a in range(accum)
             ]
             counts = torch.tensor([(mb["labels"] != -100).sum() for mb in micro_batches], dtype=torch.float64)
             local_tokens = sum(int(mb["attention_mask"].sum()) for mb in micro_batches)

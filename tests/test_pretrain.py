@@ -285,3 +285,27 @@ def test_bad_recipe_inputs_fail_before_training(tmp_path):
         ]
     )
     assert missing_data.returncode != 0 and "nope.txt" in missing_data.stderr
+
+
+def test_streaming_run_resumes_exactly(tmp_path):
+    """data.streaming=true: an IterableDataset, read in order; resume replays past consumed rows."""
+    from hfpipe.pretrain import pretrain
+
+    def run(out: str, **extra):
+        items = tiny_overrides(tmp_path, out, **{"data.streaming": "true", "train.max_steps": 6,
+                                                 "train.save_every_steps": 3, **extra})
+        return pretrain(load_recipe(REPO / "recipes/pretrain/tiny.yaml", PretrainRecipe, items))
+
+    full = run("stream")
+    assert full["step"] == 6 and math.isfinite(full["eval_loss"])
+    # Simulate a crash after step 3: drop the later checkpoint and outputs, then resume.
+    import shutil
+
+    out = tmp_path / "stream"
+    shutil.rmtree(out / "checkpoints" / "step-00000006")
+    shutil.rmtree(out / "final")
+    before = losses(out)
+    resumed = run("stream")
+    assert resumed["final_train_loss"] == full["final_train_loss"]
+    assert resumed["eval_loss"] == full["eval_loss"]
+    assert losses(out) == before
