@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test test-fast lint format demo bench clean
+.PHONY: setup test lint format demo bench clean
 
 # Idempotent: re-runs only when pyproject.toml changes. torch is pinned and installed first because an
 # unpinned torch would pull a multi-GB CUDA build.
@@ -33,7 +33,7 @@ demo: setup
 	$(PY) -m hfpipe demo
 
 bench: setup
-	$(PY) bench/run_all.py
+	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache

@@ -42,7 +42,7 @@ def workspace(tmp_path_factory):
 
     conll = ["-DOCSTART- -X- -X- O", ""]
     for i in range(24):
-        conll += [f"John NNP B-NP B-PER", f"Smith NNP I-NP I-PER", "visited VBD B-VP O",
+        conll += ["John NNP B-NP B-PER", "Smith NNP I-NP I-PER", "visited VBD B-VP O",
                   f"{'Paris' if i % 2 else 'Berlin'} NNP B-NP B-LOC", ". . O O", ""]
     (root / "ner.txt").write_text("\n".join(conll))
 
