@@ -7,6 +7,7 @@
     hfpipe convert bert SRC OUT           import a transformers BERT checkpoint
     hfpipe shapes [--preset NAME]         every tensor shape of one forward pass, dimensions named
     hfpipe attention MODEL TEXT --out F   plot attention maps
+    hfpipe lessons [qkv|positions|norms|shapes]   the tutorial's four questions, answered by running code
     hfpipe push DIR --repo-id ID          upload a model folder to the Hub
     hfpipe glue MODEL --tasks ... --seeds ...   fine-tuning suite -> markdown table
     hfpipe demo                           the main job, end to end, offline, on CPU
@@ -153,9 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="runs/demo")
     p.set_defaults(fn=cmd_demo)
 
-    from . import attention_viz, shapes
+    from . import attention_viz, lessons, shapes
 
-    for module in (shapes, attention_viz):
+    for module in (shapes, attention_viz, lessons):
         module.add_parser(sub)  # each sets func=module.run
     return parser
 
