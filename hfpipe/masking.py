@@ -168,9 +168,10 @@ def mask_tokens(
 
     `input_ids`, `special_tokens_mask` (1 = special or padding) and `word_starts` are (B, T).
     `word_starts` is used only when `args.whole_word`. Random replacements are drawn uniformly
-    from [0, vocab_size) minus `special_token_ids` (and mask_token_id); pass the tokenizer's
-    `all_special_ids` so [CLS]/[SEP]/[PAD] are never inserted. Randomness is drawn on the CPU
-    from `generator`; results are moved to `input_ids.device`.
+    from [0, vocab_size) minus `special_token_ids`, mask_token_id and every id at a special
+    position of this batch; pass the tokenizer's `all_special_ids` to exclude the rest (e.g.
+    [UNK]) too. Randomness is drawn on the CPU from `generator`; results are moved to
+    `input_ids.device`.
     """
     if mask_token_id is None:
         raise ValueError(
@@ -206,8 +207,13 @@ def mask_tokens(
     to_mask = chosen & (draw < args.mask_replace_prob)
     to_random = chosen & ~to_mask & (draw < args.mask_replace_prob + args.random_replace_prob)
 
+    # Never insert a special token: those named, [MASK], and any id the batch marks as special ([CLS],
+    # [SEP], [PAD] seen here), so the default is safe even without special_token_ids.
+    seen_special = ids[~maskable].unique().tolist()
     keep = torch.ones(vocab_size, dtype=torch.bool)
-    keep[[i for i in {*(special_token_ids or ()), mask_token_id} if 0 <= i < vocab_size]] = False
+    keep[[i for i in {*(special_token_ids or ()), mask_token_id, *seen_special} if 0 <= i < vocab_size]] = (
+        False
+    )
     allowed = keep.nonzero().squeeze(1)  # ids a random replacement may take
     if to_random.any() and allowed.numel() == 0:
         raise ValueError(f"no non-special token to draw random replacements from (vocab_size={vocab_size})")

@@ -141,6 +141,7 @@ def masked_batch(dataset, items, tokenizer, masking, mlm_probability: float, see
             mlm_probability=mlm_probability,
             generator=make_generator(seed, step, g),
             word_starts=word_starts,
+            special_token_ids=tokenizer.all_special_ids,  # random replacements are never [UNK], [CLS], ...
         )
         inputs.append(x)
         labels.append(y)

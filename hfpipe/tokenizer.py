@@ -129,7 +129,7 @@ def _build(args: TokenizerArgs) -> tuple[Tokenizer, trainers.Trainer]:
 
 
 def _make_deterministic(tok: Tokenizer, args: TokenizerArgs) -> None:
-    """Renumber / round the trained model so equal corpora give byte-identical tokenizers.
+    """Renumber / round the trained model so that retraining on the same corpus reproduces it.
 
     The `tokenizers` trainers are not reproducible, even within one process: WordPiece hands out
     the ids of its `##` alphabet in hash-map order, and Unigram's scores vary with summation
@@ -137,7 +137,9 @@ def _make_deterministic(tok: Tokenizer, args: TokenizerArgs) -> None:
     tokenizer means, so WordPiece ids are reassigned in a fixed order (special tokens, then by
     piece length, then alphabetically) and Unigram log-probabilities are rounded to 1e-3 (far
     below a difference that matters to segmentation), ties sorted by piece. BPE is already
-    deterministic.
+    deterministic. One source remains for WordPiece: merges whose counts tie at the vocabulary
+    cut-off are picked in hash order, so a retrained vocabulary can differ by a piece or two
+    (1 of 8192 pieces on WikiText-2). That is why `get_tokenizer` saves the tokenizer and reuses it.
     """
     model = json.loads(tok.to_str())["model"]
     specials = list(SPECIAL_TOKENS.values())

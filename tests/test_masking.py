@@ -89,6 +89,21 @@ def test_special_and_padding_tokens_are_never_masked_or_inserted():
     assert not bool(torch.isin(inputs[replaced], torch.tensor(SPECIALS)).any())
 
 
+def test_special_ids_seen_in_the_batch_are_never_inserted_by_default():
+    ids, special = _random_batch(64, 256)
+    inputs, _ = mask_tokens(
+        ids,
+        special_tokens_mask=special,
+        mask_token_id=MASK,
+        vocab_size=8,
+        args=MaskingArgs(random_replace_prob=1.0, mask_replace_prob=0.0),
+        mlm_probability=0.5,
+        generator=make_generator(0, 0, 0),
+    )  # fmt: skip  (no special_token_ids: [CLS]=2 and [SEP]=3 are known only from the batch)
+    replaced = inputs[(inputs != ids) & (special == 0)]
+    assert replaced.numel() > 1000 and set(replaced.unique().tolist()) <= {0, 1, 5, 6, 7}
+
+
 def test_mask_tokens_is_pure_and_reproducible():
     ids, special = _random_batch(8, 64)
     words = (torch.rand(8, 64, generator=torch.Generator().manual_seed(1)) < 0.5).long()
