@@ -170,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as err:  # a message that says what to fix, not a traceback
         print(f"hfpipe {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the loops save a checkpoint first and say so
+        print(f"hfpipe {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -309,3 +309,29 @@ def test_streaming_run_resumes_exactly(tmp_path):
     assert resumed["final_train_loss"] == full["final_train_loss"]
     assert resumed["eval_loss"] == full["eval_loss"]
     assert losses(out) == before
+
+
+def test_ctrl_c_saves_a_checkpoint_then_resume_finishes(tmp_path):
+    args = ["pretrain", str(REPO / "recipes/pretrain/tiny.yaml"),
+            *tiny_overrides(tmp_path, "interrupted", **{"train.max_steps": 60, "train.save_every_steps": 1000,
+                                                          "train.eval_every_steps": 1000})]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.Popen([sys.executable, "-m", "hfpipe", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "interrupted" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while (not metrics.exists() or metrics.read_text().count("\n") < 3) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "checkpoint saved" in stdout + stderr
+    saved = [p for p in (tmp_path / "interrupted" / "checkpoints").glob("step-*") if (p / "COMPLETE").exists()]
+    assert len(saved) == 1
+    step = int(saved[0].name.split("-")[1])
+    assert 3 <= step < 60
+
+    finish = run_cli(args)
+    assert finish.returncode == 0, finish.stderr[-2000:]
+    assert f"resumed from {saved[0]} at step {step}" in finish.stdout + finish.stderr
