@@ -6,6 +6,7 @@
   pretrain  bert-mini MLM throughput, memory and loss-at-equal-time: hfpipe vs BertForMaskedLM
   parity    all-MiniLM-L6-v2 converted to hfpipe vs transformers' BertModel (max abs diff)
   finetune  SST-2 / CoNLL-2003 from all-MiniLM-L6-v2: hfpipe vs BertFor{Sequence,Token}Classification
+  squad     SQuAD v1.1 from all-MiniLM-L6-v2 on the dev set split by article (EM / F1)
 
 Results land in bench/results/*.json. Benchmarks that need ../shared/data skip when it is absent.
 """
@@ -22,9 +23,10 @@ QUICK = {
     "pretrain": ["--steps", "30", "--minutes", "1"],
     "parity": [],
     "finetune": ["--sst2-train", "2000", "--conll-train", "1000"],
+    "squad": ["--max-train", "500"],
 }
 SCRIPTS = {"data": "bench_data.py", "pretrain": "bench_pretrain.py", "parity": "minilm_parity.py",
-           "finetune": "finetune_compare.py"}
+           "finetune": "finetune_compare.py", "squad": "squad_dev_split.py"}
 
 
 def main() -> int:

@@ -14,6 +14,7 @@ import json
 import math
 import shutil
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -245,7 +246,7 @@ def finetune(recipe, model_factory=None) -> dict:
         for a, mb in enumerate(micro):
             last = a == len(micro) - 1
             mb = {k: v.to(accelerator.device) for k, v in mb.items()}
-            with accelerator.no_sync(model) if not last else _null():
+            with accelerator.no_sync(model) if not last else nullcontext():
                 out = model(**mb)
                 weight = counts[a] / max(total.item(), 1.0)
                 accelerator.backward(out.loss * weight * world)
@@ -329,11 +330,3 @@ def save_model_folder(model, tokenizer, folder: Path) -> None:
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

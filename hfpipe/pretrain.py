@@ -14,9 +14,11 @@ What makes the numbers trustworthy:
   * Checkpoints restore model, optimizer, RNG and loop state; resume is exact.
 """
 
+import json
 import math
 import signal
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -223,13 +225,16 @@ def pretrain(recipe) -> dict:
         save_recipe(recipe, out_dir / "resolved_recipe.yaml")
 
     # --- tokenizer and data (the main process builds caches first; the others then read them) ---
+    world, rank = accelerator.num_processes, accelerator.process_index
+    streaming = recipe.data.streaming
     with accelerator.main_process_first():
         train_texts, val_texts = load_text_datasets(recipe.data, seed=recipe.seed)
         tokenizer = get_tokenizer(recipe.tokenizer, lambda: iter_texts(train_texts), out_dir)
         whole_word = recipe.masking.whole_word
+        if streaming:  # each process reads and tokenizes only its own share of the stream
+            train_texts = shard_for_process(train_texts, rank, world)
         train_set = tokenize_dataset(train_texts, tokenizer, recipe.data, whole_word=whole_word)
         val_set = tokenize_dataset(val_texts, tokenizer, recipe.data, whole_word=whole_word)
-    streaming = recipe.data.streaming
     if streaming and train.num_epochs:
         raise TrainingError("train.num_epochs needs a known dataset length; with data.streaming=true "
                             "set train.max_steps, train.max_tokens or train.max_minutes")
@@ -244,7 +249,6 @@ def pretrain(recipe) -> dict:
         model = torch.compile(model, dynamic=True)
     model, optimizer = accelerator.prepare(model, optimizer)
 
-    world, rank = accelerator.num_processes, accelerator.process_index
     accum = train.gradient_accumulation_steps
 
     # --- resume ---
@@ -256,7 +260,7 @@ def pretrain(recipe) -> dict:
         accelerator.print(f"resumed from {resume_from} at step {step}")
 
     if streaming:
-        sampler = StreamSampler(shard_for_process(train_set, rank, world), train.batch_size, world, accum, rank, step)
+        sampler = StreamSampler(train_set, train.batch_size, world, accum, rank, step)
         train_source = None  # micro_batch() yields the examples themselves
     else:
         sampler = StepSampler(len(train_set), recipe.seed, train.batch_size, world, accum)
@@ -318,7 +322,7 @@ def pretrain(recipe) -> dict:
             for a, mb in enumerate(micro_batches):
                 mb = {k: v.to(accelerator.device) for k, v in mb.items()}
                 sync = a == len(micro_batches) - 1
-                with accelerator.no_sync(model) if not sync else _nullcontext():
+                with accelerator.no_sync(model) if not sync else nullcontext():
                     out = model(**mb)
                     # Sum of this micro-batch's token losses over the global masked count; x world
                     # because DDP averages gradients over processes.
@@ -394,8 +398,6 @@ def pretrain(recipe) -> dict:
     if main:
         final_dir = out_dir / "final"
         export_final(accelerator.unwrap_model(model), tokenizer, final_dir, recipe, results)
-        import json
-
         (out_dir / "results.json").write_text(json.dumps(results, indent=2))
         if recipe.tracking.plot:
             plot_curves(out_dir / "metrics.jsonl", out_dir / "loss_curve.png", f"pretraining: {recipe.model.preset}")
@@ -433,18 +435,10 @@ def push_checkpoint_to_hub(model, tokenizer, checkpoint: Path, recipe) -> None:
 
 def _done(budget: Budget, step: int, tokens: int, elapsed: float, accelerator) -> bool:
     done = budget.progress(step, tokens, elapsed) >= 1.0
-    if budget.max_seconds:  # wall clocks differ between processes: rank 0 decides for everyone
+    if budget.max_seconds:  # wall clocks differ between processes: all stop when any one's budget is spent
         flag = torch.tensor([float(done)], device=accelerator.device)
         done = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
     return done
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _tracker_available(name: str) -> bool:

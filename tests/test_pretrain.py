@@ -335,3 +335,19 @@ def test_ctrl_c_saves_a_checkpoint_then_resume_finishes(tmp_path):
     finish = run_cli(args)
     assert finish.returncode == 0, finish.stderr[-2000:]
     assert f"resumed from {saved[0]} at step {step}" in finish.stdout + finish.stderr
+
+
+def test_two_processes_stream_disjoint_shards(tmp_path):
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+              "-m", "hfpipe", "pretrain", str(REPO / "recipes/pretrain/tiny.yaml"),
+              *tiny_overrides(tmp_path, "stream2", **{"data.streaming": "true", "train.max_steps": 4,
+                                                       "train.save_every_steps": 2})]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    run = subprocess.run(launch, capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads((tmp_path / "stream2" / "results.json").read_text())
+    assert results["step"] == 4 and math.isfinite(results["eval_loss"])
+    # every step's tokens come from both processes: 2 x batch 4 x block 32 per step
+    assert results["tokens"] <= 4 * 2 * 4 * 32 and results["tokens"] > 4 * 4 * 32
