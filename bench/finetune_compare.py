@@ -68,6 +68,7 @@ def main() -> int:
     parser.add_argument("--sst2-train", type=int, default=8000, help="SST-2 training examples (67,349 in all)")
     parser.add_argument("--conll-train", type=int, default=4000, help="CoNLL-2003 training sentences (14,041 in all)")
     parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--tasks", nargs="+", default=["sst2", "conll2003"])
     args = parser.parse_args()
     if not DATA.is_dir():
@@ -79,7 +80,7 @@ def main() -> int:
     bert_dir = minilm_folder(Path(args.minilm))
     runs = Path(args.runs)
     converted = convert_bert(bert_dir, runs / "minilm-hfpipe", architecture="BertModel")
-    common = ["seed=42", f"train.num_epochs={args.epochs}", "train.lr=5e-5", "train.batch_size=32",
+    common = ["seed=42", f"train.num_epochs={args.epochs}", f"train.lr={args.lr}", "train.batch_size=32",
               "train.warmup_fraction=0.1", "train.log_every_steps=50", "train.resume=none", "eval.batch_size=128"]
     tasks = {
         "sst2": ("recipes/finetune/glue/sst2.yaml", "accuracy", [

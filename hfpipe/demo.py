@@ -44,10 +44,11 @@ def run_demo(args) -> int:
         ft = load_recipe(_recipe_path("finetune/glue/sst2.yaml"), FinetuneRecipe, [
             f"output_dir={out / 'sst2'}", f"model.name_or_path={final}",
             f"data.train_file={sst2 / 'train.tsv'}", f"data.validation_file={sst2 / 'dev.tsv'}",
-            "data.max_train_examples=4000", "train.num_epochs=1", "train.lr=1e-4", "train.resume=none",
+            "data.max_train_examples=8000", "train.num_epochs=1", "train.lr=1e-3", "train.resume=none",
         ])
         ft_results = finetune(ft)
-        print(f"SST-2 dev accuracy after one short epoch: {ft_results['accuracy']:.4f}")
+        print(f"SST-2 dev accuracy: {ft_results['accuracy']:.4f} (chance: 0.51). A 2-layer model pretrained for a "
+              "minute on Python's docs, fine-tuned on 8,000 reviews: expect well above chance, far below BERT.")
     else:
         print(f"skipped: {sst2} not found (put GLUE SST-2 TSVs there, or run a recipe with the Hub dataset)")
 
