@@ -32,6 +32,7 @@ ranks mask differently.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Sequence
@@ -152,6 +153,14 @@ def _choose_spans(B: int, U: int, p: float, mean: float, generator: torch.Genera
     return chosen, group
 
 
+@functools.lru_cache(maxsize=16)
+def _replacement_ids(vocab_size: int, excluded: frozenset[int]) -> torch.Tensor:
+    """Every id but the excluded ones; cached because it is the same for almost every row."""
+    keep = torch.ones(vocab_size, dtype=torch.bool)
+    keep[list(excluded)] = False
+    return keep.nonzero().squeeze(1)
+
+
 def mask_tokens(
     input_ids: torch.Tensor,
     *,
@@ -210,11 +219,8 @@ def mask_tokens(
     # Never insert a special token: those named, [MASK], and any id the batch marks as special ([CLS],
     # [SEP], [PAD] seen here), so the default is safe even without special_token_ids.
     seen_special = ids[~maskable].unique().tolist()
-    keep = torch.ones(vocab_size, dtype=torch.bool)
-    keep[[i for i in {*(special_token_ids or ()), mask_token_id, *seen_special} if 0 <= i < vocab_size]] = (
-        False
-    )
-    allowed = keep.nonzero().squeeze(1)  # ids a random replacement may take
+    excluded = frozenset(i for i in {*(special_token_ids or ()), mask_token_id, *seen_special} if 0 <= i < vocab_size)
+    allowed = _replacement_ids(vocab_size, excluded)  # ids a random replacement may take
     if to_random.any() and allowed.numel() == 0:
         raise ValueError(f"no non-special token to draw random replacements from (vocab_size={vocab_size})")
     random_ids = allowed[torch.randint(max(1, allowed.numel()), (B, T), generator=generator)]

@@ -131,6 +131,7 @@ def masked_batch(dataset, items, tokenizer, masking, mlm_probability: float, see
     pairs when streaming, with `dataset` None."""
     rows = [dataset[i] for _, i in items] if dataset is not None else [example for _, example in items]
     batch = collate(rows, pad_token_id=tokenizer.pad_token_id)
+    vocab_size, special_ids = len(tokenizer), tokenizer.all_special_ids
     inputs, labels = [], []
     for row, (g, _) in enumerate(items):
         word_starts = batch["word_starts"][row : row + 1] if "word_starts" in batch else None
@@ -138,12 +139,12 @@ def masked_batch(dataset, items, tokenizer, masking, mlm_probability: float, see
             batch["input_ids"][row : row + 1],
             special_tokens_mask=batch["special_tokens_mask"][row : row + 1],
             mask_token_id=tokenizer.mask_token_id,
-            vocab_size=len(tokenizer),
+            vocab_size=vocab_size,
             args=masking,
             mlm_probability=mlm_probability,
             generator=make_generator(seed, step, g),
             word_starts=word_starts,
-            special_token_ids=tokenizer.all_special_ids,  # random replacements are never [UNK], [CLS], ...
+            special_token_ids=special_ids,  # random replacements are never [UNK], [CLS], ...
         )
         inputs.append(x)
         labels.append(y)
