@@ -103,9 +103,10 @@ def main() -> int:
                  "transformers_seconds": round(t_sec, 1)}
         report["tasks"][task] = entry
         rows.append(f"| {task} dev {metric} | {100 * h[metric]:.2f} | {100 * t[metric]:.2f} | "
-                    f"{entry['difference_points']:+.2f} | {h_sec:.0f} s | {t_sec:.0f} s |")
-    table = "\n".join(["| task | hfpipe | transformers BERT | diff (points) | hfpipe time | BERT time |",
-                       "|---|---|---|---|---|---|", *rows])
+                    f"{entry['difference_points']:+.2f} |")
+    # Times are recorded in the JSON but not compared here: the two runs are sequential, so machine load
+    # differs between them; bench_pretrain.py is the side-by-side speed measurement.
+    table = "\n".join(["| task | hfpipe | transformers BERT | diff (points) |", "|---|---|---|---|", *rows])
     print(table)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
