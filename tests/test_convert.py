@@ -253,3 +253,27 @@ def test_minilm_real_checkpoint_parity(tmp_path):
         print(f"parity MiniLM {backend}: " + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()))
         assert max(diffs.values()) < ATOL, (backend, diffs)
     assert report["padded_tokens"] > 0
+
+
+def test_convert_command_line(tmp_path):
+    """`hfpipe convert bert SRC OUT` as a user types it; a bad SRC exits 2 with the reason."""
+    import os
+    import subprocess
+    import sys
+
+    from transformers import AutoModelForSequenceClassification, BertForSequenceClassification
+
+    src, out = tmp_path / "bert", tmp_path / "hfpipe"
+    bert = random_bert(BertForSequenceClassification, bert_config(32, 2, 2, num_labels=3))
+    bert.save_pretrained(src)
+    tiny_wordpiece_tokenizer().save_pretrained(src)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "hfpipe", "convert", "bert", str(src), str(out)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ours = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    inputs = bert_inputs()
+    assert max_diff(ours(**inputs).logits, bert(**inputs).logits) < ATOL
+    bad = subprocess.run([sys.executable, "-m", "hfpipe", "convert", "bert", str(tmp_path), str(out)],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and "config.json" in bad.stderr

@@ -503,3 +503,20 @@ def test_incomplete_model_folder_is_refused(saved_models, tmp_path, remove, mess
     (folder / remove).unlink()
     with pytest.raises(ModelFolderError, match=message):
         push_folder(folder, "tester/incomplete", token=TOKEN)
+
+
+def test_push_command_line_pushes_then_reports_no_changes(hub, saved_models, tmp_path):
+    """`hfpipe push DIR --repo-id ID` as a user types it, against the test double."""
+    folder = tmp_path / "model"
+    shutil.copytree(saved_models["fill-mask"]["folder"], folder)
+    env = {**os.environ, **hub_env(hub.url, tmp_path / "home")}
+    cmd = [sys.executable, "-m", "hfpipe", "push", str(folder), "--repo-id", "tester/cli", "--commit-message", "first"]
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert first.stdout.startswith("pushed ") and "tester/cli" in first.stdout
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 0 and again.stdout.startswith("no changes")
+    assert TOKEN not in first.stdout + first.stderr + again.stdout + again.stderr
+    missing = subprocess.run([*cmd[:4], str(tmp_path / "nowhere"), *cmd[5:]], capture_output=True, text=True,
+                             env=env, timeout=120)
+    assert missing.returncode == 2 and "nowhere" in missing.stderr
