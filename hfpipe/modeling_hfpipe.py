@@ -152,7 +152,11 @@ class HfpipeEmbeddings(nn.Module):
         if self.position_embeddings is not None:
             x = x + self.position_embeddings(position_ids)  # (B, T) -> (B, T, C)
         elif self.config.position_embedding_type == "sinusoidal":
-            x = x + sinusoidal_embeddings(position_ids, self.config.hidden_size).to(x.dtype)  # (B, T, C)
+            # sin/cos have a per-feature RMS of 1/sqrt(2), ~35x the 0.02-std token embeddings at init: scaled
+            # to the token embeddings' init std so position does not drown out the token (Vaswani et al.
+            # instead multiply the token embeddings by sqrt(C)).
+            scale = self.config.initializer_range * math.sqrt(2)
+            x = x + scale * sinusoidal_embeddings(position_ids, self.config.hidden_size).to(x.dtype)  # (B, T, C)
         return self.dropout(self.norm(x))
 
 
