@@ -3,12 +3,10 @@ contract, best-checkpoint selection, early stopping, 1 vs 2 processes, NER and Q
 starting from a transformers BERT checkpoint converted on the fly."""
 
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
+import launch
 import pytest
 import torch
 
@@ -121,18 +119,12 @@ def test_early_stopping_stops_after_patience(workspace):
 
 def test_two_processes_give_the_same_metrics_as_one(workspace):
     common = {"train.num_epochs": "null", "train.max_steps": 3, "train.group_by_length": "false"}
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "TOKENIZERS_PARALLELISM": "false"}
     recipe = str(REPO / "recipes/finetune/glue/sst2.yaml")
-    one = subprocess.run([sys.executable, "-m", "hfpipe", "finetune", recipe,
-                          *overrides(workspace, "one", **common, **{"train.batch_size": 8})],
-                         capture_output=True, text=True, env=env, timeout=300)
+    one = launch.run(launch.hfpipe_command("finetune", recipe,
+                                           *overrides(workspace, "one", **common, **{"train.batch_size": 8})))
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                          "--main_process_port", "0", "-m", "hfpipe", "finetune", recipe,
-                          *overrides(workspace, "two", **common, **{"train.batch_size": 4})],
-                         capture_output=True, text=True, env={**env, "ACCELERATE_USE_CPU": "1"}, timeout=300)
+    two = launch.run(launch.two_process_command("finetune", recipe,
+                                                *overrides(workspace, "two", **common, **{"train.batch_size": 4})))
     assert two.returncode == 0, two.stderr[-3000:]
     r1 = json.loads((workspace / "one/results.json").read_text())
     r2 = json.loads((workspace / "two/results.json").read_text())

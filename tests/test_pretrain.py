@@ -4,14 +4,13 @@ failure modes (NaN, bad recipes)."""
 
 import json
 import math
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+import launch
 import pytest
 import torch
 
@@ -66,25 +65,8 @@ def tiny_overrides(tmp_path: Path, out: str, **extra) -> list[str]:
     return [f"{k}={v}" for k, v in items.items()]
 
 
-def run_cli(
-    args: list[str], env_extra: dict | None = None, timeout: int = 300
-) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "OMP_NUM_THREADS": "1",
-        **(env_extra or {}),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "hfpipe", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        cwd=REPO,
-    )
+def run_cli(args: list[str]) -> subprocess.CompletedProcess:
+    return launch.run(launch.hfpipe_command(*args))
 
 
 def losses(out_dir: Path) -> dict[int, float]:
@@ -143,20 +125,8 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
         str(REPO / "recipes/pretrain/tiny.yaml"),
         *tiny_overrides(tmp_path, "killed", **common),
     ]
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hfpipe", *args],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = subprocess.Popen(launch.hfpipe_command(*args), cwd=REPO, env=launch.cli_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     marker = tmp_path / "killed" / "checkpoints" / "step-00000008" / "COMPLETE"
     deadline = time.time() + 240
     while not marker.exists() and proc.poll() is None and time.time() < deadline:
@@ -192,38 +162,9 @@ def test_two_processes_match_one_process_with_twice_the_batch(tmp_path):
         ]
     )
     assert one.returncode == 0, one.stderr[-3000:]
-    launch = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "0",
-        "-m",
-        "hfpipe",
-        "pretrain",
-        str(REPO / "recipes/pretrain/tiny.yaml"),
-        *tiny_overrides(
-            tmp_path, "two", **no_dropout, **{"train.batch_size": 4}
-        ),
-    ]
-    env = {
-        **os.environ,
-        "ACCELERATE_USE_CPU": "1",
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
-    two = subprocess.run(launch, capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+    two = launch.run(launch.two_process_command(
+        "pretrain", str(REPO / "recipes/pretrain/tiny.yaml"),
+        *tiny_overrides(tmp_path, "two", **no_dropout, **{"train.batch_size": 4})))
     assert two.returncode == 0, two.stderr[-3000:]
     l1, l2 = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert sorted(l1) == sorted(l2) == [1, 2, 3, 4, 5]
@@ -315,9 +256,7 @@ def test_ctrl_c_saves_a_checkpoint_then_resume_finishes(tmp_path):
     args = ["pretrain", str(REPO / "recipes/pretrain/tiny.yaml"),
             *tiny_overrides(tmp_path, "interrupted", **{"train.max_steps": 60, "train.save_every_steps": 1000,
                                                           "train.eval_every_steps": 1000})]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.Popen([sys.executable, "-m", "hfpipe", *args], cwd=REPO, env=env,
+    proc = subprocess.Popen(launch.hfpipe_command(*args), cwd=REPO, env=launch.cli_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = tmp_path / "interrupted" / "metrics.jsonl"
     deadline = time.time() + 240
@@ -338,14 +277,10 @@ def test_ctrl_c_saves_a_checkpoint_then_resume_finishes(tmp_path):
 
 
 def test_two_processes_stream_disjoint_shards(tmp_path):
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-              "-m", "hfpipe", "pretrain", str(REPO / "recipes/pretrain/tiny.yaml"),
-              *tiny_overrides(tmp_path, "stream2", **{"data.streaming": "true", "train.max_steps": 4,
-                                                       "train.save_every_steps": 2})]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    run = subprocess.run(launch, capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+    run = launch.run(launch.two_process_command(
+        "pretrain", str(REPO / "recipes/pretrain/tiny.yaml"),
+        *tiny_overrides(tmp_path, "stream2", **{"data.streaming": "true", "train.max_steps": 4,
+                                                 "train.save_every_steps": 2})))
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads((tmp_path / "stream2" / "results.json").read_text())
     assert results["step"] == 4 and math.isfinite(results["eval_loss"])
