@@ -652,7 +652,7 @@ class TrainArgs:
     schedule: Literal["linear", "cosine", "wsd", "onecycle", "constant"] = "linear"
     """Learning-rate schedule after warmup: linear or cosine decay to min_lr_ratio x lr; `wsd`
     (warmup-stable-decay) holds lr then decays over the last decay_fraction of training;
-    `onecycle` is PyTorch's OneCycleLR; `constant` holds lr."""
+    `onecycle` rises linearly to lr over the first half and falls back over the second (Cramming's triangle; warmup_fraction is ignored); `constant` holds lr."""
     warmup_fraction: float = 0.06
     """Fraction of the total steps spent warming up linearly from 0 to lr."""
     warmup_steps: int | None = None

@@ -98,10 +98,10 @@ class Budget:
     def lr(self, step: int, tokens: int, seconds: float) -> float:
         t = self.train
         p = self.progress(step, tokens, seconds)
-        if t.warmup_steps is not None:  # warmup counted in steps, the rest by progress
+        if t.warmup_steps is not None:  # warmup counted in steps; the decay starts where it ended
             if step < t.warmup_steps:
                 return t.lr * step / max(t.warmup_steps, 1)
-            warmup = 0.0
+            warmup = t.warmup_steps * p / step if step else 0.0  # the fraction of the budget warmup took
         else:
             warmup = t.warmup_fraction
         return t.lr * lr_factor(t.schedule, p, warmup, decay_fraction=t.decay_fraction, min_ratio=t.min_lr_ratio)
