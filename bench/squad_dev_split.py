@@ -38,11 +38,11 @@ def main() -> int:
 
     from finetune_compare import minilm_folder
 
-    from hfpipe.convert import convert_bert
-    from hfpipe.finetune import finetune
-    from hfpipe.recipe import load_recipe
-    from hfpipe.recipe_types import FinetuneRecipe
-    from hfpipe.task_data import split_squad_by_article
+    from hfpipe.config.recipe import load_recipe
+    from hfpipe.config.recipe_types import FinetuneRecipe
+    from hfpipe.model.convert import convert_bert
+    from hfpipe.tasks.files import split_squad_by_article
+    from hfpipe.train.finetune import finetune
 
     runs = Path(args.runs)
     train_file, eval_file = split_squad_by_article(dev, runs / "split", args.eval_articles)

@@ -15,8 +15,8 @@ from transformers import (
     AutoModelForTokenClassification,
 )
 
-from .configuration_hfpipe import PRESETS, HfpipeConfig
-from .modeling_hfpipe import (
+from .model.configuration_hfpipe import PRESETS, HfpipeConfig
+from .model.modeling_hfpipe import (
     HfpipeForMaskedLM,
     HfpipeForMultipleChoice,
     HfpipeForQuestionAnswering,

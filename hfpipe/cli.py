@@ -25,30 +25,30 @@ def _recipe_kind(path: str) -> str:
 
 
 def _load(path: str, overrides: list[str], kind: str | None = None):
-    from .recipe import load_recipe
-    from .recipe_types import FinetuneRecipe, PretrainRecipe
+    from .config.recipe import load_recipe
+    from .config.recipe_types import FinetuneRecipe, PretrainRecipe
 
     kind = kind or _recipe_kind(path)
     return load_recipe(path, FinetuneRecipe if kind == "finetune" else PretrainRecipe, overrides)
 
 
 def cmd_pretrain(args) -> int:
-    from .pretrain import pretrain
+    from .train.pretrain import pretrain
 
     pretrain(_load(args.recipe, args.overrides, "pretrain"))
     return 0
 
 
 def cmd_finetune(args) -> int:
-    from .finetune import finetune
+    from .train.finetune import finetune
 
     finetune(_load(args.recipe, args.overrides, "finetune"))
     return 0
 
 
 def cmd_validate(args) -> int:
-    from .recipe import format_help, to_yaml
-    from .recipe_types import FinetuneRecipe, PretrainRecipe
+    from .config.recipe import format_help, to_yaml
+    from .config.recipe_types import FinetuneRecipe, PretrainRecipe
 
     if args.help_keys:
         print(format_help(FinetuneRecipe if args.help_keys == "finetune" else PretrainRecipe))
@@ -64,8 +64,8 @@ def cmd_validate(args) -> int:
 
 
 def cmd_tokenizer(args) -> int:
-    from .data import iter_texts, load_text_datasets
-    from .tokenizer import get_tokenizer
+    from .data.sources import iter_texts, load_text_datasets
+    from .data.tokenizer import get_tokenizer
 
     recipe = _load(args.recipe, args.overrides, "pretrain")
     train_texts, _ = load_text_datasets(recipe.data, seed=recipe.seed)
@@ -75,7 +75,7 @@ def cmd_tokenizer(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from .convert import convert_bert
+    from .model.convert import convert_bert
 
     out = convert_bert(args.src, args.out, architecture=args.architecture)
     print(f"converted {args.src} -> {out}")
@@ -83,7 +83,7 @@ def cmd_convert(args) -> int:
 
 
 def cmd_push(args) -> int:
-    from .hub import push_folder
+    from .hub.push import push_folder
 
     result = push_folder(args.dir, args.repo_id, private=args.private, revision=args.revision,
                          commit_message=args.commit_message)
@@ -93,7 +93,7 @@ def cmd_push(args) -> int:
 
 
 def cmd_glue(args) -> int:
-    from .suite import run_suite
+    from .train.suite import run_suite
 
     return run_suite(args)
 
@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="runs/demo")
     p.set_defaults(fn=cmd_demo)
 
-    from . import attention_viz, lessons, shapes
+    from .teach import attention_viz, lessons, shapes
 
     for module in (shapes, attention_viz, lessons):
         module.add_parser(sub)  # each sets func=module.run
@@ -177,13 +177,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by input the user can fix (recipes, files, data, checkpoints, the Hub)."""
-    from .convert import ConversionError
-    from .data import DataSourceError
-    from .hub import HubError, ModelFolderError
-    from .pretrain import TrainingError
-    from .recipe import RecipeError
-    from .task_data import TaskDataError
-    from .tokenizer import MissingMaskTokenError
+    from .config.recipe import RecipeError
+    from .data.sources import DataSourceError
+    from .data.tokenizer import MissingMaskTokenError
+    from .hub.push import HubError, ModelFolderError
+    from .model.convert import ConversionError
+    from .tasks.files import TaskDataError
+    from .train.pretrain import TrainingError
 
     return (RecipeError, FileNotFoundError, DataSourceError, TaskDataError, ConversionError, HubError,
             ModelFolderError, MissingMaskTokenError, TrainingError)

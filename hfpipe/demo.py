@@ -26,10 +26,10 @@ def run_demo(args) -> int:
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
 
-    from .finetune import finetune
-    from .pretrain import pretrain
-    from .recipe import load_recipe
-    from .recipe_types import FinetuneRecipe, PretrainRecipe
+    from .config.recipe import load_recipe
+    from .config.recipe_types import FinetuneRecipe, PretrainRecipe
+    from .train.finetune import finetune
+    from .train.pretrain import pretrain
 
     out = Path(args.output_dir)
     print("== 1/3 pretraining a tiny BERT on the embedded corpus ==")

@@ -1,0 +1,393 @@
+"""Text sources for pretraining: Hub datasets, local files, the builtin corpus; mixing and splits.
+
+    from hfpipe.data.sources import DataArgs, load_text_datasets, iter_texts, tokenize_dataset, collate
+
+    args = DataArgs(source="../shared/data/wikitext-2/train.txt", block_size=128)
+    train, validation = load_text_datasets(args, seed=42)       # one `text` column each
+    tokenizer = get_tokenizer(..., texts_factory=lambda: iter_texts(train), ...)
+    train_rows = tokenize_dataset(train, tokenizer, args, whole_word=False)
+    batch = collate([train_rows[i] for i in range(8)], tokenizer.pad_token_id)
+
+A source (`data.source`, and each of `data.extra_sources`) is one of
+- `builtin:python-docs`: the interpreter's own documentation (see `hfpipe.data.corpus`), offline;
+- a local file or glob: `.txt` (one document per non-blank line, as datasets' `text` builder
+  reads it), `.csv`, `.tsv` (tab-separated, no quoting), `.json`/`.jsonl`, `.parquet`;
+  `data.text_column` names the column holding the text;
+- otherwise a Hugging Face Hub dataset name, read with `datasets.load_dataset(source,
+  config_name, split=split)` (needs internet).
+
+Blank documents are dropped. Validation comes from `data.validation_source` (a second source),
+`data.validation_split` (another split of the same source), the builtin corpus' own split, or is
+carved off: a document belongs to validation when a hash of its text falls below
+`validation_fraction`. Hash carving needs no shuffling or seed, works identically when streaming,
+and keeps duplicates of one document on the same side. Several sources are mixed with
+`datasets.interleave_datasets` (probabilities = normalized weights, `all_exhausted`: small
+sources are re-read until every source has been seen once, so weights are real proportions).
+
+With `streaming: true` every dataset is an `IterableDataset`: nothing is downloaded or converted
+up front, memory stays flat, and `shard_for_process` gives each process its own share.
+Tokenization, packing and collation live in `hfpipe.data.packing` and are re-exported here.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import datasets
+from datasets import Dataset, IterableDataset
+
+from ..config.recipe import RecipeError, check
+from . import corpus
+from .packing import collate, shard_for_process, tokenize_dataset  # noqa: F401  (re-exported API)
+
+logger = logging.getLogger(__name__)
+
+AnyDataset = Dataset | IterableDataset
+BUILTIN_PREFIX = "builtin:"
+BUILTINS = ("python-docs",)
+# file suffix -> (datasets builder, builder kwargs). TSV: literal quotes are not CSV quoting (QUOTE_NONE).
+FILE_BUILDERS = {
+    ".txt": ("text", {}),
+    ".csv": ("csv", {}),
+    ".tsv": ("csv", {"sep": "\t", "quoting": 3}),
+    ".json": ("json", {}),
+    ".jsonl": ("json", {}),
+    ".parquet": ("parquet", {}),
+}
+UTF8_CHECK_CHUNK = 1 << 22  # bytes read at a time when checking that a text file is UTF-8
+# Streaming reads text/json files in 1 MB chunks instead of datasets' 10 MB: the chunk (its string
+# and its lines) is most of a streaming run's memory, so this keeps the footprint small and flat.
+STREAMING_CHUNK_BYTES = 1 << 20
+
+
+class DataSourceError(ValueError):
+    """A corpus the user must fix: empty, wrong column, undecodable bytes, unknown builtin."""
+
+
+@dataclass
+class SourceArgs:
+    """One more corpus mixed into the training data."""
+
+    source: str
+    """A Hub dataset name, `builtin:python-docs`, or a local file path / glob (.txt, .csv, .tsv,
+    .json, .jsonl, .parquet)."""
+    config_name: str | None = None
+    """Hub dataset configuration (e.g. `wikitext-103-raw-v1`); null for the default."""
+    split: str = "train"
+    """Split to read (Hub datasets; local files and builtins always use their training part)."""
+    text_column: str = "text"
+    """Column holding the text (csv, tsv, json, jsonl, parquet, Hub datasets)."""
+    weight: float = 1.0
+    """Relative sampling weight of this source in the mix (normalized over all sources)."""
+
+    def validate(self) -> None:
+        check(bool(self.source.strip()), "source", "must not be empty")
+        check(self.weight > 0, "weight", f"must be > 0, got {self.weight}")
+
+
+@dataclass
+class DataArgs:
+    """The pretraining corpus: sources, validation split, tokenization and packing."""
+
+    source: str = "builtin:python-docs"
+    """A Hub dataset name, `builtin:python-docs` (the Python documentation, offline), or a local
+    file path / glob (.txt one document per line, .csv, .tsv, .json, .jsonl, .parquet)."""
+    config_name: str | None = None
+    """Hub dataset configuration (e.g. `wikitext-103-raw-v1`); null for the default."""
+    split: str = "train"
+    """Split of a Hub dataset to train on (local files and builtins use their training part)."""
+    text_column: str = "text"
+    """Column holding the text (csv, tsv, json, jsonl, parquet, Hub datasets)."""
+    weight: float = 1.0
+    """Sampling weight of `source` when mixed with `extra_sources`."""
+    validation_source: str | None = None
+    """A separate source for validation (same kinds as `source`); null to use validation_split
+    or carve validation off the training sources."""
+    validation_split: str | None = None
+    """Split to validate on: of `validation_source` if set, else of `source` (e.g. `validation`
+    for a Hub dataset). Null: the builtin corpus' own split, or carved off by hash."""
+    validation_fraction: float = 0.05
+    """Fraction of documents carved off (by hash of the text, deterministic) for validation when
+    no validation source or split is given."""
+    extra_sources: list[SourceArgs] = field(default_factory=list)
+    """More corpora mixed in with `datasets.interleave_datasets`, each with its own weight. Each
+    one's validation part is carved off by hash (validation_fraction) and added to validation."""
+    streaming: bool = False
+    """Read sources lazily as `IterableDataset`s (corpora larger than disk or memory); no cache."""
+    block_size: int = 128
+    """Tokens per training row (the sequence length)."""
+    mode: Literal["pack", "pad"] = "pack"
+    """`pack`: documents joined and cut into rows of block_size tokens (positions restart at each
+    document); `pad`: one document per row (long ones split), padded per batch by the collator."""
+    num_proc: int | None = None
+    """Processes for `datasets.map` tokenization; null tokenizes in this process (the Rust
+    tokenizer already uses all cores on each batch)."""
+    max_documents: int | None = None
+    """Use at most this many training documents (smoke tests); null uses all."""
+    max_validation_documents: int | None = 2000
+    """Use at most this many validation documents (keeps evaluation fast); null uses all."""
+    cache_dir: str | None = None
+    """`datasets` cache folder (and the builtin corpus' folder); null uses the defaults
+    (~/.cache/huggingface/datasets and ~/.cache/hfpipe)."""
+
+    def validate(self) -> None:
+        check(bool(self.source.strip()), "source", "must not be empty")
+        check(self.weight > 0, "weight", f"must be > 0, got {self.weight}")
+        check(self.block_size >= 8, "block_size", f"must be >= 8, got {self.block_size}")
+        fraction = self.validation_fraction
+        check(0 < fraction < 1, "validation_fraction", f"must be in (0, 1), got {fraction}")
+        check(
+            self.num_proc is None or self.num_proc >= 1,
+            "num_proc",
+            f"must be >= 1 or null, got {self.num_proc}",
+        )
+        for key in ("max_documents", "max_validation_documents"):
+            value = getattr(self, key)
+            check(value is None or value >= 1, key, f"must be >= 1 or null, got {value}")
+        for i, extra in enumerate(self.extra_sources):
+            try:
+                extra.validate()
+            except RecipeError as e:
+                raise RecipeError(e.reason, key=f"extra_sources[{i}].{e.key}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading one source
+
+
+def resolve_files(pattern: str) -> list[Path]:
+    """The files a local source names (a path or a glob), sorted; errors name what is wrong."""
+    if any(c in pattern for c in "*?["):
+        files = sorted(Path(p) for p in glob.glob(str(Path(pattern).expanduser()), recursive=True))
+        files = [f for f in files if f.is_file()]
+        if not files:
+            raise FileNotFoundError(f"data source glob {pattern!r} matches no file")
+    else:
+        path = Path(pattern).expanduser()
+        if path.is_dir():
+            raise DataSourceError(
+                f"data source {pattern!r} is a folder: name a file or a glob like '{pattern}/*.txt'"
+            )
+        if not path.is_file():
+            raise FileNotFoundError(f"data source file {pattern!r} does not exist")
+        files = [path]
+    suffixes = {f.suffix.lower() for f in files}
+    unknown = suffixes - set(FILE_BUILDERS)
+    if unknown:
+        raise DataSourceError(
+            f"data source {pattern!r}: unsupported file type {sorted(unknown)}; use one of {sorted(FILE_BUILDERS)}"
+        )
+    if len({FILE_BUILDERS[s][0] for s in suffixes}) > 1:
+        raise DataSourceError(
+            f"data source {pattern!r} mixes file types {sorted(suffixes)}; use one type per source"
+        )
+    return files
+
+
+def check_utf8(path: Path) -> None:
+    """Raise `DataSourceError` naming the file, byte offset and line of the first non-UTF-8 byte.
+
+    Reads the file in chunks (~0.5 GB/s; 20 ms for WikiText-2's 10.8 MB), negligible next to
+    tokenization (a few MB/s); datasets' own error names neither the file nor the offset.
+    """
+    offset, pending = 0, b""
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(UTF8_CHECK_CHUNK)
+            data = pending + chunk
+            if not data:
+                return
+            try:
+                data.decode("utf-8")
+                pending = b""
+            except UnicodeDecodeError as e:
+                if chunk and e.end == len(data) and e.reason == "unexpected end of data":
+                    pending = data[e.start :]  # a character cut by the chunk boundary
+                else:
+                    position = offset + e.start
+                    line = 1 + _count_newlines(path, position)
+                    raise DataSourceError(
+                        f"{path}: not valid UTF-8 at byte offset {position} (line {line}): "
+                        f"{data[e.start : e.start + 4]!r} ({e.reason}); re-encode the file as UTF-8"
+                    ) from None
+            offset += len(data) - len(pending)
+            if not chunk:
+                return
+
+
+def _count_newlines(path: Path, end: int) -> int:
+    """Newlines in the first `end` bytes of `path`, read in chunks (for error messages)."""
+    count = 0
+    with open(path, "rb") as f:
+        while end > 0 and (chunk := f.read(min(UTF8_CHECK_CHUNK, end))):
+            count += chunk.count(b"\n")
+            end -= len(chunk)
+    return count
+
+
+def _load_raw(source: str, config_name: str | None, split: str, *, streaming: bool, cache_dir: str | None):
+    """(dataset with the source's own columns, a name for messages)."""
+    if source.startswith(BUILTIN_PREFIX):
+        name = source[len(BUILTIN_PREFIX) :]
+        if name not in BUILTINS:
+            raise DataSourceError(
+                f"unknown builtin corpus {source!r}; available: {', '.join(BUILTIN_PREFIX + b for b in BUILTINS)}"
+            )
+        base = Path(cache_dir) / "hfpipe" if cache_dir else None
+        part = "validation" if split == "validation" else "train"
+        files = [corpus.python_docs_files(base)[part]]
+        chunks = {"chunksize": STREAMING_CHUNK_BYTES} if streaming else {}
+        ds = datasets.load_dataset("json", data_files=[str(f) for f in files], split="train",
+                                   streaming=streaming, cache_dir=cache_dir, **chunks)  # fmt: skip
+        return ds, source
+    looks_local = any(c in source for c in "*?[") or Path(source).suffix.lower() in FILE_BUILDERS
+    if looks_local or Path(source).expanduser().exists():
+        files = resolve_files(source)
+        builder, kwargs = FILE_BUILDERS[files[0].suffix.lower()]
+        if builder != "parquet":
+            for f in files:
+                check_utf8(f)
+        if streaming and builder in ("text", "json"):
+            kwargs = {**kwargs, "chunksize": STREAMING_CHUNK_BYTES}
+        ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train",
+                                   streaming=streaming, cache_dir=cache_dir, **kwargs)  # fmt: skip
+        return ds, source if len(files) == 1 else f"{source} ({len(files)} files)"
+    try:
+        ds = datasets.load_dataset(source, config_name, split=split, streaming=streaming, cache_dir=cache_dir)
+    except (FileNotFoundError, ConnectionError) as e:
+        raise type(e)(
+            f"data source {source!r} is neither a local file or glob (no such path) nor a Hub dataset "
+            f"that could be loaded (offline? HF_DATASETS_OFFLINE=1 allows only cached datasets): {e}"
+        ) from e
+    return ds, f"{source}[{split}]"
+
+
+def _text_only(ds: AnyDataset, text_column: str, name: str) -> AnyDataset:
+    """Keep only `text_column`, renamed to `text`; error if it is missing or not a string column."""
+    if isinstance(ds, IterableDataset) and ds.features is None:
+        ds = ds._resolve_features()  # reads the first example to learn the columns
+    columns = list(ds.features)
+    if text_column not in columns:
+        raise DataSourceError(
+            f"{name}: no column {text_column!r}; available columns: {columns}. Set data.text_column"
+        )
+    dtype = getattr(ds.features[text_column], "dtype", None)
+    if dtype not in ("string", "large_string"):
+        raise DataSourceError(f"{name}: column {text_column!r} holds {ds.features[text_column]}, not text")
+    ds = ds.select_columns([text_column])
+    return ds.rename_column(text_column, "text") if text_column != "text" else ds
+
+
+def _hash_fraction(text: str) -> float:
+    """A number in [0, 1) fixed by the text: the carve-off key (same on every machine and run)."""
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def _keep(batch: dict, part: str, fraction: float) -> list[bool]:
+    """Filter: non-blank documents of `part` ('all', 'train' or 'validation')."""
+    texts = batch["text"]
+    if part == "all":
+        return [bool(t and not t.isspace()) for t in texts]
+    want_validation = part == "validation"
+    return [bool(t and not t.isspace()) and (_hash_fraction(t) < fraction) == want_validation for t in texts]
+
+
+def _part(ds: AnyDataset, part: str, fraction: float, name: str, num_proc: int | None) -> AnyDataset:
+    """The non-blank documents of `part`; raises if nothing is left (never a silent empty dataset)."""
+    kwargs = dict(batched=True, fn_kwargs={"part": part, "fraction": fraction})
+    if isinstance(ds, Dataset):
+        ds = ds.filter(_keep, num_proc=num_proc, desc=f"select {part} documents", **kwargs)
+        empty = len(ds) == 0
+    else:
+        ds = ds.filter(_keep, **kwargs)
+        empty = next(iter(ds.take(1)), None) is None
+    if empty:
+        what = {"all": "no non-blank document", "train": "no training document",
+                "validation": "no validation document"}[part]  # fmt: skip
+        hint = (
+            " (raise data.validation_fraction or set data.validation_source)" if part == "validation" else ""
+        )
+        raise DataSourceError(f"{name}: {what}{hint}")
+    return ds
+
+
+def _source_parts(
+    source: str,
+    config_name: str | None,
+    split: str,
+    text_column: str,
+    args: DataArgs,
+    *,
+    with_validation: bool,
+) -> tuple[AnyDataset, AnyDataset | None]:
+    """(train part, validation part or None) of one source."""
+    ds, name = _load_raw(source, config_name, split, streaming=args.streaming, cache_dir=args.cache_dir)
+    ds = _text_only(ds, text_column, name)
+    if not with_validation:
+        return _part(ds, "all", args.validation_fraction, name, args.num_proc), None
+    train = _part(ds, "train", args.validation_fraction, name, args.num_proc)
+    return train, _part(ds, "validation", args.validation_fraction, name, args.num_proc)
+
+
+def _cap(ds: AnyDataset, n: int | None) -> AnyDataset:
+    if n is None:
+        return ds
+    return ds.take(n) if isinstance(ds, IterableDataset) else ds.select(range(min(n, len(ds))))
+
+
+def load_text_datasets(args: DataArgs, *, seed: int) -> tuple[AnyDataset, AnyDataset]:
+    """(train, validation), each with a single `text` column of non-blank documents.
+
+    `seed` fixes the order in which mixed sources are interleaved.
+    """
+    own_split = args.validation_source is None and args.validation_split is not None
+    builtin_split = args.source.startswith(BUILTIN_PREFIX) and args.validation_source is None
+    carve = args.validation_source is None and args.validation_split is None and not builtin_split
+    train, validation = _source_parts(
+        args.source, args.config_name, args.split, args.text_column, args, with_validation=carve
+    )
+    if args.validation_source is not None or own_split or builtin_split:
+        validation, _ = _source_parts(
+            args.validation_source or args.source,
+            args.config_name,
+            args.validation_split or ("validation" if builtin_split else "train"),
+            args.text_column,
+            args,
+            with_validation=False,
+        )
+    trains, validations, weights = [train], [validation], [args.weight]
+    for extra in args.extra_sources:
+        extra_train, extra_validation = _source_parts(
+            extra.source, extra.config_name, extra.split, extra.text_column, args, with_validation=True
+        )
+        trains.append(extra_train)
+        validations.append(extra_validation)
+        weights.append(extra.weight)
+    if len(trains) > 1:
+        probabilities = [w / sum(weights) for w in weights]
+        train = datasets.interleave_datasets(
+            trains, probabilities=probabilities, seed=seed, stopping_strategy="all_exhausted"
+        )
+        validation = datasets.concatenate_datasets(validations)  # every source's validation, unweighted
+    train, validation = _cap(train, args.max_documents), _cap(validation, args.max_validation_documents)
+    if isinstance(train, Dataset):
+        logger.info("data: %d training and %d validation documents", len(train), len(validation))
+    return train, validation
+
+
+def iter_texts(dataset: AnyDataset, limit: int | None = None, batch_size: int = 1000) -> Iterator[str]:
+    """Yield the `text` of each document, streaming in batches (for tokenizer training)."""
+    count = 0
+    for batch in dataset.select_columns(["text"]).iter(batch_size=batch_size):
+        for text in batch["text"]:
+            if limit is not None and count >= limit:
+                return
+            count += 1
+            yield text

@@ -1,0 +1,218 @@
+"""MLM masking: rates, the 80/10/10 split, specials, whole words for three tokenizer types, spans,
+determinism. Run: .venv/bin/pytest tests/test_masking.py"""
+
+from __future__ import annotations
+
+import math
+import pydoc_data.topics
+
+import pytest
+import torch
+
+from hfpipe.config.recipe import RecipeError
+from hfpipe.data.masking import MaskingArgs, default_mlm_probability, make_generator, mask_tokens
+from hfpipe.data.packing import tokenize_dataset
+from hfpipe.data.sources import DataArgs, collate
+from hfpipe.data.tokenizer import TokenizerArgs, train_tokenizer
+
+VOCAB, MASK, SPECIALS = 1000, 4, [0, 1, 2, 3, 4]  # [PAD] [UNK] [CLS] [SEP] [MASK], as hfpipe tokenizers
+
+
+def _mask(ids, special, args, p, seed=0, step=0, rank=0, word_starts=None):
+    return mask_tokens(
+        ids, special_tokens_mask=special, mask_token_id=MASK, vocab_size=VOCAB, args=args,
+        mlm_probability=p, generator=make_generator(seed, step, rank), word_starts=word_starts,
+        special_token_ids=SPECIALS,
+    )  # fmt: skip
+
+
+def _random_batch(B, T, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, VOCAB, (B, T), generator=g)
+    special = torch.zeros(B, T, dtype=torch.long)
+    ids[:, 0], special[:, 0] = 2, 1  # [CLS]
+    ids[:, -1], special[:, -1] = 3, 1  # [SEP]
+    return ids, special
+
+
+def _tolerance(p, n, sigmas=5.0, inflation=1.0):
+    """`sigmas` binomial standard deviations of a proportion p over n trials (x variance inflation)."""
+    return sigmas * math.sqrt(inflation * p * (1 - p) / n)
+
+
+def test_80_10_10_split_is_statistically_right():
+    ids, special = _random_batch(128, 512)
+    inputs, labels = _mask(ids, special, MaskingArgs(), 0.15)
+    chosen = labels != -100
+    n = int(chosen.sum())
+    assert n > 9000  # ~0.15 x 65,280 maskable tokens
+    masked = (inputs == MASK) & chosen
+    changed = (inputs != ids) & ~masked & chosen
+    kept = (inputs == ids) & chosen
+    # A random replacement equals the original with probability 1/995, so it shows up as "kept".
+    p_random = 0.1 * (1 - 1 / (VOCAB - len(SPECIALS)))
+    for observed, expected in ((masked, 0.8), (changed, p_random), (kept, 1 - 0.8 - p_random)):
+        fraction = float(observed.sum()) / n
+        assert abs(fraction - expected) < _tolerance(expected, n), (fraction, expected)
+    assert torch.equal(labels[chosen], ids[chosen])  # labels hold the original ids
+
+
+def test_custom_replacement_split():
+    ids, special = _random_batch(64, 512)
+    inputs, labels = _mask(ids, special, MaskingArgs(mask_replace_prob=0.5, random_replace_prob=0.5), 0.2)
+    chosen = labels != -100
+    n = int(chosen.sum())
+    fraction_masked = float(((inputs == MASK) & chosen).sum()) / n
+    assert abs(fraction_masked - 0.5) < _tolerance(0.5, n)
+    assert int(((inputs == ids) & chosen).sum()) < 0.01 * n  # nothing kept on purpose
+
+
+@pytest.mark.parametrize("p", [0.15, 0.3])
+def test_masked_fraction_matches_mlm_probability(p):
+    ids, special = _random_batch(128, 512)
+    _, labels = _mask(ids, special, MaskingArgs(), p)
+    n = int((special == 0).sum())
+    fraction = float((labels != -100).sum()) / n
+    assert abs(fraction - p) < _tolerance(p, n)
+
+
+def test_special_and_padding_tokens_are_never_masked_or_inserted():
+    ids, special = _random_batch(64, 256)
+    ids[:, 100:] = 0  # padding
+    special[:, 100:] = 1
+    ids[:, 50], special[:, 50] = 3, 1  # a [SEP] in the middle (document boundary)
+    inputs, labels = _mask(ids, special, MaskingArgs(random_replace_prob=0.2), 0.5)
+    assert bool((labels[special.bool()] == -100).all())
+    assert torch.equal(inputs[special.bool()], ids[special.bool()])
+    replaced = (inputs != ids) & (inputs != MASK)
+    assert int(replaced.sum()) > 500
+    assert not bool(torch.isin(inputs[replaced], torch.tensor(SPECIALS)).any())
+
+
+def test_special_ids_seen_in_the_batch_are_never_inserted_by_default():
+    ids, special = _random_batch(64, 256)
+    inputs, _ = mask_tokens(
+        ids,
+        special_tokens_mask=special,
+        mask_token_id=MASK,
+        vocab_size=8,
+        args=MaskingArgs(random_replace_prob=1.0, mask_replace_prob=0.0),
+        mlm_probability=0.5,
+        generator=make_generator(0, 0, 0),
+    )  # fmt: skip  (no special_token_ids: [CLS]=2 and [SEP]=3 are known only from the batch)
+    replaced = inputs[(inputs != ids) & (special == 0)]
+    assert replaced.numel() > 1000 and set(replaced.unique().tolist()) <= {0, 1, 5, 6, 7}
+
+
+def test_mask_tokens_is_pure_and_reproducible():
+    ids, special = _random_batch(8, 64)
+    words = (torch.rand(8, 64, generator=torch.Generator().manual_seed(1)) < 0.5).long()
+    before = (ids.clone(), special.clone(), words.clone())
+    args = MaskingArgs(whole_word=True, span=True)
+    first = _mask(ids, special, args, 0.3, seed=7, step=3, rank=1, word_starts=words)
+    again = _mask(ids, special, args, 0.3, seed=7, step=3, rank=1, word_starts=words)
+    assert all(torch.equal(a, b) for a, b in zip((ids, special, words), before))
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    for other in ({"rank": 0}, {"step": 4}, {"seed": 8}):
+        kwargs = {"seed": 7, "step": 3, "rank": 1, **other}
+        _, labels = _mask(ids, special, args, 0.3, word_starts=words, **kwargs)
+        assert not torch.equal(labels, first[1]), other
+
+
+def test_make_generator_does_not_collide_like_a_sum():
+    a = torch.rand(4, generator=make_generator(0, 1, 0))
+    b = torch.rand(4, generator=make_generator(0, 0, 1))
+    c = torch.rand(4, generator=make_generator(0, 1, 0))
+    assert not torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_span_masking_rate_and_contiguity():
+    ids, special = _random_batch(256, 512)
+    n = int((special == 0).sum())
+
+    def runs(labels):  # mean length of runs of consecutive predicted tokens
+        chosen = (labels != -100).long()
+        starts = chosen[:, 1:] & (1 - chosen[:, :-1])
+        return float(chosen.sum()) / float(starts.sum() + chosen[:, 0].sum())
+
+    _, span_labels = _mask(ids, special, MaskingArgs(span=True, mean_span_length=3.0), 0.3)
+    _, token_labels = _mask(ids, special, MaskingArgs(), 0.3)
+    fraction = float((span_labels != -100).sum()) / n
+    # Spans of mean 3 correlate neighbours: allow 3x the binomial variance per token x span length.
+    assert abs(fraction - 0.3) < _tolerance(0.3, n, inflation=9.0), fraction
+    assert runs(span_labels) > 3.0 > 1.6 > runs(token_labels)
+
+
+def test_missing_mask_token_and_bad_arguments_fail_clearly():
+    ids, special = _random_batch(2, 16)
+    with pytest.raises(ValueError, match="no mask token"):
+        mask_tokens(ids, special_tokens_mask=special, mask_token_id=None, vocab_size=VOCAB, args=MaskingArgs(),
+                    mlm_probability=0.15, generator=make_generator(0, 0, 0))  # fmt: skip
+    with pytest.raises(ValueError, match="whole_word needs word_starts"):
+        _mask(ids, special, MaskingArgs(whole_word=True), 0.15)
+    with pytest.raises(RecipeError, match="mlm_probability: must be in"):
+        MaskingArgs(mlm_probability=1.5).validate()
+    with pytest.raises(RecipeError, match="must be <= 1"):
+        MaskingArgs(mask_replace_prob=0.9, random_replace_prob=0.2).validate()
+
+
+def test_default_mlm_probability_follows_the_preset_family():
+    assert default_mlm_probability("modern-small") == 0.30
+    assert default_mlm_probability("bert-base") == 0.15
+    with pytest.raises(RecipeError, match="masking.mlm_probability"):
+        default_mlm_probability("gpt2")
+
+
+# --- whole-word masking on real text, for each tokenizer type -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def docs() -> list[str]:
+    topics = pydoc_data.topics.topics
+    return [topics[name] for name in sorted(topics)]
+
+
+@pytest.fixture(scope="module")
+def tokenizers() -> dict:
+    return {}  # kind -> tokenizer trained on `docs`, shared by the parametrized cases
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "bpe", "unigram"])
+@pytest.mark.parametrize("span", [False, True])
+def test_whole_word_masking_never_splits_a_word(kind, span, docs, tokenizers):
+    from datasets import Dataset
+
+    if kind not in tokenizers:
+        tokenizers[kind] = train_tokenizer(docs, TokenizerArgs(type=kind, vocab_size=400))
+    tokenizer = tokenizers[kind]
+    paragraphs = [p for doc in docs for p in doc.split("\n\n") if len(p.split()) > 5]
+    texts = [t for t in paragraphs if len(tokenizer(t)["input_ids"]) <= 256][:300]  # one row per text
+    rows = tokenize_dataset(Dataset.from_dict({"text": texts}), tokenizer, DataArgs(block_size=256, mode="pad"),
+                            whole_word=True)  # fmt: skip
+    assert len(rows) == len(texts)
+    batch = collate(list(rows), tokenizer.pad_token_id)
+    inputs, labels = mask_tokens(
+        batch["input_ids"], special_tokens_mask=batch["special_tokens_mask"],
+        mask_token_id=tokenizer.mask_token_id, vocab_size=len(tokenizer), args=MaskingArgs(whole_word=True, span=span),
+        mlm_probability=0.3, generator=make_generator(0, 0, 0), word_starts=batch["word_starts"],
+        special_token_ids=tokenizer.all_special_ids,
+    )  # fmt: skip
+    multi_token_words = 0
+    for i, text in enumerate(texts):
+        # Words straight from the fast tokenizer's word ids (not from word_starts).
+        encoding = tokenizer(text)
+        assert encoding["input_ids"] == list(rows[i]["input_ids"])
+        groups: dict[int, list[int]] = {}
+        for t, w in enumerate(encoding.word_ids()):
+            if w is not None:
+                groups.setdefault(w, []).append(t)
+        for positions in groups.values():
+            chosen = {bool(labels[i, t] != -100) for t in positions}
+            assert len(chosen) == 1, f"{kind}: word at tokens {positions} partly chosen"
+            is_mask = {bool(inputs[i, t] == tokenizer.mask_token_id) for t in positions}
+            assert len(is_mask) == 1, f"{kind}: word at tokens {positions} partly [MASK]ed"
+            multi_token_words += len(positions) > 1
+    assert multi_token_words > 200  # the property was exercised on many split words
+    maskable = int((batch["special_tokens_mask"] == 0).sum())
+    fraction = float((labels != -100).sum()) / maskable
+    assert abs(fraction - 0.3) < 0.05, fraction  # words are chosen at rate p, so tokens are too on average

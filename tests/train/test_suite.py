@@ -1,0 +1,254 @@
+"""The GLUE suite runner: the paper-style table and GLUE average (pure functions, exact strings),
+per-task overrides, and real tiny runs: tasks x seeds with a failing task, and --from-mnli."""
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from hfpipe import HfpipeConfig, HfpipeForMaskedLM
+from hfpipe.config.recipe import RecipeError
+from hfpipe.train.suite import format_table, glue_score, run_suite, split_overrides, task_scores
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(seed: int, **metrics: float) -> dict:
+    return {"seed": seed, "metrics": metrics}
+
+
+RESULTS = {
+    "sst2": [run(1, accuracy=0.90), run(2, accuracy=0.92)],
+    "mrpc": [run(1, f1=0.88, accuracy=0.84), run(2, f1=0.86, accuracy=0.80)],
+    "cola": [run(1, matthews_correlation=0.50), run(2, matthews_correlation=0.56)],
+}
+
+
+def test_glue_score_averages_each_tasks_numbers_then_the_tasks():
+    scores = task_scores(RESULTS)
+    assert scores["sst2"] == pytest.approx(91.0)
+    assert scores["mrpc"] == pytest.approx((87.0 + 82.0) / 2)  # mean of F1 (87) and accuracy (82)
+    assert scores["cola"] == pytest.approx(53.0)
+    assert glue_score(RESULTS) == pytest.approx((91.0 + 84.5 + 53.0) / 3)
+
+
+def test_format_table_mean_and_sample_std_in_glue_order():
+    table = format_table(RESULTS, model="tiny")
+    lines = table.splitlines()
+    assert lines[0] == "| Model | CoLA (MCC) | SST-2 (acc) | MRPC (F1/acc) | GLUE avg |"
+    assert lines[1] == "|---|---|---|---|---|"
+    # sample std (n-1) of (50, 56) = 4.24; of (90, 92) = 1.41; F1 (88, 86) = 1.41, acc (84, 80) = 2.83
+    assert lines[2] == "| tiny | 53.0 ± 4.2 | 91.0 ± 1.4 | 87.0 ± 1.4 / 82.0 ± 2.8 | 76.2 |"
+    assert lines[4] == (
+        "Dev-set scores x100, mean ± sample std (n-1) over seeds 1, 2. GLUE avg: mean of the "
+        "task scores of cola, sst2, mrpc; a task with two numbers scores their mean."
+    )
+
+
+def test_format_table_one_seed_has_no_spread_and_failures_are_shown_not_averaged():
+    results = {
+        "mnli": [run(7, accuracy=0.8, accuracy_mismatched=0.82)],
+        "stsb": [run(7, pearson=0.881, spearmanr=0.879)],
+        "qqp": [
+            {"seed": 7, "error": "RuntimeError: could not load Hub dataset 'nyu-mll/glue' | offline\nmore"}
+        ],
+    }
+    lines = format_table(results, model="m").splitlines()
+    assert lines[0] == "| Model | STS-B (P/S) | QQP (F1/acc) | MNLI (m/mm) | GLUE avg |"
+    assert lines[2] == (
+        "| m | 88.1 / 87.9 | failed: RuntimeError: could not load Hub dataset 'nyu-mll/glue' \\| "
+        "offline | 80.0 / 82.0 | 84.5 |"
+    )
+    assert glue_score(results) == pytest.approx((88.0 + 81.0) / 2)
+    assert "one run, seed 7" in lines[4] and "task scores of stsb, mnli;" in lines[4]
+    assert glue_score({"qqp": results["qqp"]}) is None
+
+
+def test_long_failure_reasons_are_cut():
+    results = {"rte": [{"seed": 1, "error": "x" * 200}]}
+    cell = format_table(results).splitlines()[2].split(" | ")[1]
+    assert cell == "failed: " + "x" * 79 + "…"
+
+
+def test_split_overrides_plain_for_all_prefixed_for_one():
+    items = [
+        "train.lr=1e-4",
+        "sst2:data.train_file=a=b.tsv",
+        "SST-2:train.lr=3e-5",
+        "cola:data.train_file=c.tsv",
+    ]
+    got = split_overrides(items, ["sst2", "cola"])
+    assert got == {
+        "sst2": ["train.lr=1e-4", "data.train_file=a=b.tsv", "train.lr=3e-5"],  # task's own come last, so win
+        "cola": ["train.lr=1e-4", "data.train_file=c.tsv"],
+    }
+
+
+@pytest.mark.parametrize("item, message", [
+    ("rte:train.lr=1", "is for task rte, which is not run (tasks: sst2)"),
+    ("nosuch:train.lr=1", "unknown task 'nosuch'"),
+    ("seed=3", "seed is set by the suite for each run (use --seeds)"),
+    ("sst2:output_dir=x", "output_dir is set by the suite for each run (use --output-dir)"),
+    ("train.lr", "write key=value or task:key=value"),
+])  # fmt: skip
+def test_split_overrides_errors(item, message):
+    with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        split_overrides([item], ["sst2"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Real tiny runs
+# ----------------------------------------------------------------------------------------------
+
+WORDS = "the a film story was is good bad great awful fine dull it this that movie plot actors".split()
+
+
+def sentence(rng: random.Random) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8)))
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A tiny hfpipe model folder, and SST-2, CoLA, MNLI and STS-B files (~40 rows each)."""
+    from hfpipe.data.tokenizer import TokenizerArgs, train_tokenizer
+
+    root = tmp_path_factory.mktemp("suite")
+    rng = random.Random(0)
+    rows = [(sentence(rng), sentence(rng), i % 2, i % 3) for i in range(40)]
+    (root / "sst2.tsv").write_text("sentence\tlabel\n" + "".join(f"{a} \t{y}\n" for a, _, y, _ in rows))
+    (root / "cola.tsv").write_text("".join(f"gj04\t{y}\t{'' if y else '*'}\t{a}\n" for a, _, y, _ in rows))
+    mnli_labels = ("entailment", "neutral", "contradiction")
+    (root / "mnli.tsv").write_text(
+        "sentence1\tsentence2\tgold_label\n" + "".join(f"{a}\t{b}\t{mnli_labels[z]}\n" for a, b, _, z in rows)
+    )
+    (root / "stsb.tsv").write_text(
+        "sentence1\tsentence2\tscore\n" + "".join(f"{a}\t{b}\t{z * 2.5}\n" for a, b, _, z in rows)
+    )
+
+    tokenizer = train_tokenizer(
+        [a + " " + b for a, b, _, _ in rows], TokenizerArgs(vocab_size=100, min_frequency=1)
+    )
+    config = HfpipeConfig.from_preset(
+        "bert-tiny", vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id
+    )
+    torch.manual_seed(0)
+    HfpipeForMaskedLM(config).save_pretrained(root / "pretrained")
+    tokenizer.save_pretrained(root / "pretrained")
+    return root
+
+
+def suite_args(
+    ws: Path, out: str, tasks: list[str], seeds: list[int], from_mnli: bool = False
+) -> argparse.Namespace:
+    overrides = [
+        "train.max_steps=3",
+        "train.num_epochs=null",
+        "train.batch_size=8",
+        "eval.batch_size=16",
+        "tracking.plot=false",
+    ]
+    for task in tasks:
+        overrides += [
+            f"{task}:data.train_file={ws / task}.tsv",
+            f"{task}:data.validation_file={ws / task}.tsv",
+        ]
+    return argparse.Namespace(
+        model=str(ws / "pretrained"),
+        tasks=tasks,
+        seeds=seeds,
+        output_dir=str(ws / out),
+        from_mnli=from_mnli,
+        overrides=overrides,
+    )
+
+
+def test_suite_runs_tasks_x_seeds_and_reports_a_failed_task(workspace, capsys):
+    args = suite_args(workspace, "glue", ["sst2", "cola"], [1, 2])
+    args.tasks.append("wnli")  # no local files for WNLI: the Hub is offline here, so it fails
+    assert run_suite(args) == 1
+
+    summary = json.loads((workspace / "glue" / "suite_results.json").read_text())
+    runs = summary["runs"]
+    assert [len(runs[t]) for t in ("sst2", "cola", "wnli")] == [2, 2, 2]
+    assert [r["seed"] for r in runs["sst2"]] == [1, 2]
+    for task, key in (("sst2", "accuracy"), ("cola", "matthews_correlation")):
+        for r in runs[task]:
+            assert r["main_metric"] == key and 0.0 <= abs(r["main"]) <= 1.0 and r["steps"] == 3
+            assert r["output_dir"] == str(workspace / "glue" / task / f"seed{r['seed']}")
+            saved = json.loads((Path(r["output_dir"]) / "results.json").read_text())
+            assert saved[key] == r["metrics"][key] == r["main"]
+    assert all(r["error"].startswith("RuntimeError: could not load Hub dataset") for r in runs["wnli"])
+    assert (workspace / "glue" / "wnli" / "seed1" / "error.txt").is_file()
+
+    expected = pytest.approx((summary["scores"]["sst2"] + summary["scores"]["cola"]) / 2)
+    assert set(summary["scores"]) == {"sst2", "cola"} and summary["glue_average"] == expected
+    lines = summary["table"].splitlines()
+    assert lines[0] == "| Model | CoLA (MCC) | SST-2 (acc) | WNLI (acc) | GLUE avg |"
+    cells = lines[2].split(" | ")
+    assert cells[0] == f"| {args.model}" and " ± " in cells[1] and " ± " in cells[2]
+    assert cells[3].startswith("failed: RuntimeError: could not load Hub dataset 'nyu-mll/glue'")
+    assert cells[4] == f"{summary['glue_average']:.1f} |"
+    assert summary["table"] in capsys.readouterr().out
+    assert (workspace / "glue" / "suite_results.md").read_text() == summary["table"] + "\n"
+
+
+def test_from_mnli_starts_stsb_from_the_mnli_encoder(workspace):
+    from safetensors.torch import load_file
+    from transformers import AutoConfig
+
+    args = suite_args(workspace, "transfer", ["stsb"], [5], from_mnli=True)
+    args.overrides += [
+        f"mnli:data.train_file={workspace / 'mnli.tsv'}",
+        f"mnli:data.validation_file={workspace / 'mnli.tsv'}",
+    ]
+    assert run_suite(args) == 0
+    out = workspace / "transfer"
+    summary = json.loads((out / "suite_results.json").read_text())
+    assert summary["tasks"] == ["mnli", "stsb"]  # MNLI ran first, though only stsb was asked for
+    backbone = out / "mnli" / "seed5" / "backbone"
+    assert summary["runs"]["stsb"][0]["init_from"] == str(backbone)
+    resolved = yaml.safe_load((out / "stsb" / "seed5" / "resolved_recipe.yaml").read_text())
+    assert resolved["model"]["name_or_path"] == str(backbone)
+
+    # the backbone is MNLI's best encoder, pooler included, without the 3-way head
+    mnli = load_file(out / "mnli" / "seed5" / "final" / "model.safetensors")
+    encoder = load_file(backbone / "model.safetensors")
+    assert mnli["classifier.weight"].shape[0] == 3 and not any(k.startswith("classifier") for k in encoder)
+    assert any(k.startswith("pooler.") for k in encoder)
+    assert all(torch.equal(encoder[k], mnli["model." + k]) for k in encoder)
+    config = AutoConfig.from_pretrained(backbone)
+    assert config.architectures == ["HfpipeModel"] and config.num_labels == 2 and config.problem_type is None
+    stsb = json.loads((out / "stsb" / "seed5" / "final" / "config.json").read_text())
+    assert stsb["problem_type"] == "regression" and len(stsb["id2label"]) == 1
+    assert {"pearson", "spearmanr"} <= set(summary["runs"]["stsb"][0]["metrics"])
+    assert summary["table"].splitlines()[2].split(" | ")[2].endswith(" / –")  # no mismatched MNLI file given
+
+
+def test_glue_help():
+    out = subprocess.run(
+        [sys.executable, "-m", "hfpipe", "glue", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "--from-mnli" in out.stdout and "--seeds" in out.stdout
+
+
+def test_transfer_tasks_fail_with_mnli_and_bad_keys_fail_before_training(workspace):
+    args = suite_args(
+        workspace, "no_mnli", ["rte"], [3], from_mnli=True
+    )  # MNLI has no local files: Hub, offline
+    assert run_suite(args) == 1
+    runs = json.loads((workspace / "no_mnli" / "suite_results.json").read_text())["runs"]
+    assert runs["mnli"][0]["error"].startswith("RuntimeError: could not load Hub dataset")
+    assert runs["rte"][0]["error"].startswith("MNLI seed 3 failed (RuntimeError: could not load Hub dataset")
+    assert not (workspace / "no_mnli" / "rte").exists()  # RTE never started
+
+    args = suite_args(workspace, "typo", ["sst2"], [1])
+    args.overrides.append("sst2:train.lrr=1e-4")
+    with pytest.raises(RecipeError, match=r"unknown key 'train.lrr'; did you mean 'train.lr'\?"):
+        run_suite(args)
+    assert not (workspace / "typo").exists()
