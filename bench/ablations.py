@@ -28,10 +28,9 @@ def main() -> int:
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "ablations.json"))
     args = parser.parse_args()
 
-    from hfpipe.config.recipe import load_recipe
-    from hfpipe.config.recipe_types import PretrainRecipe
+    from hfpipe.config import PretrainRecipe, load_recipe
+    from hfpipe.train.logs import read_metrics
     from hfpipe.train.pretrain import pretrain
-    from hfpipe.train.training import read_metrics
 
     recipes = sorted((REPO / "recipes" / "ablations").glob("*.yaml"))
     if args.only:

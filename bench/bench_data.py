@@ -45,8 +45,9 @@ import pyarrow.compute as pc  # noqa: E402
 import tokenizers  # noqa: E402
 import transformers  # noqa: E402
 
-from hfpipe.data.sources import DataArgs, iter_texts, load_text_datasets, tokenize_dataset  # noqa: E402
-from hfpipe.data.tokenizer import TokenizerArgs, load_tokenizer, train_tokenizer  # noqa: E402
+from hfpipe.config import DataArgs, TokenizerArgs  # noqa: E402
+from hfpipe.data.sources import iter_texts, load_text_datasets, tokenize_dataset  # noqa: E402
+from hfpipe.data.tokenizer import load_tokenizer, train_tokenizer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "wikitext-2" / "train.txt"

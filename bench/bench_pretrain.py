@@ -16,9 +16,10 @@ decay, linear schedule and warmup fraction:
   `tokenize_dataset` pack mode (document-aware packing, positions restart per document, no token
   dropped), `StepSampler` + `masked_batch` (per-row seeded `mask_tokens`), `HfpipeForMaskedLM` with
   attn_implementation="sdpa" given a per-document attention mask, sparse MLM prediction (decoder and
-  CE only at masked positions), the step body of `hfpipe.train.pretrain.pretrain` (loss over the global
-  masked count, clipping at train.max_grad_norm, AdamW with no decay on 1-D parameters, betas
-  (0.9, 0.98)), LR from `Budget` (steps, or wall-clock minutes in the budget phase, as Cramming).
+  CE only at masked positions), `hfpipe.train.step.train_step` -- the step both training loops run
+  (loss over the global masked count, clipping at train.max_grad_norm) -- with `build_optimizer`
+  (AdamW, no decay on 1-D parameters, betas (0.9, 0.98)) and the LR and stopping rule of `Budget`
+  (steps, or wall-clock minutes in the budget phase, as Cramming).
 * BERT: transformers' examples/pytorch/language-modeling/run_mlm_no_trainer.py: load_dataset("text"),
   `tokenizer(texts, return_special_tokens_mask=True)`, `group_texts` into 128-token blocks (documents
   run together, the remainder of each 1000-line map batch dropped, blank lines kept as [CLS] [SEP]),
@@ -134,7 +135,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def get_bench_tokenizer(args):
-    from hfpipe.data.tokenizer import TokenizerArgs, load_tokenizer, train_tokenizer
+    from hfpipe.config import TokenizerArgs
+    from hfpipe.data.tokenizer import load_tokenizer, train_tokenizer
 
     if args.tokenizer:
         return load_tokenizer(args.tokenizer)
@@ -146,9 +148,8 @@ def get_bench_tokenizer(args):
     return load_tokenizer(folder)  # as the workers load it (the datasets cache key hashes the object)
 
 
-def hfpipe_recipe(args, tokenizer_dir: str, mode: str = "pack"):
-    from hfpipe.config.recipe import load_recipe
-    from hfpipe.config.recipe_types import PretrainRecipe
+def hfpipe_recipe(args, tokenizer_dir: str, mode: str = "pack", extra: tuple[str, ...] = ()):
+    from hfpipe.config import PretrainRecipe, load_recipe
 
     overrides = [
         f"output_dir={args.work_dir / 'hfpipe-run'}", f"seed={args.seed}", f"tokenizer.name_or_path={tokenizer_dir}",
@@ -157,7 +158,7 @@ def hfpipe_recipe(args, tokenizer_dir: str, mode: str = "pack"):
         f"train.batch_size={args.batch_size}", f"train.lr={args.lr}", f"train.weight_decay={args.weight_decay}",
         f"train.warmup_fraction={args.warmup_fraction}", "train.schedule=linear",
         f"train.mixed_precision={args.mixed_precision}", "model.preset=bert-mini", "model.attn_implementation=sdpa",
-        f"model.config_overrides={{vocab_size: {VOCAB}}}",
+        f"model.config_overrides={{vocab_size: {VOCAB}}}", *extra,
     ]  # fmt: skip
     return load_recipe(RECIPE, PretrainRecipe, overrides)
 
@@ -195,13 +196,11 @@ def group_texts(examples):
 
 def build_eval_set(recipe, tokenizer, val_set, n_blocks: int) -> dict:
     """The first n_blocks packed validation rows, masked as hfpipe.train.pretrain masks its eval set."""
-    from hfpipe.train.pretrain import EVAL_SEED_OFFSET, masked_batch
+    from hfpipe.data.loader import fixed_eval_batches
 
-    n = min(n_blocks, len(val_set))
-    items = [(g, g) for g in range(n)]
-    return masked_batch(
-        val_set, items, tokenizer, recipe.masking, MLM_PROBABILITY, recipe.seed + EVAL_SEED_OFFSET, 0
-    )
+    (batch,) = fixed_eval_batches(val_set, tokenizer, masking=recipe.masking, mlm_probability=MLM_PROBABILITY,
+                                  seed=recipe.seed, batch_size=n_blocks, max_batches=1)  # fmt: skip
+    return batch
 
 
 # ----------------------------------------------------------------------------------------------
@@ -211,7 +210,9 @@ def build_eval_set(recipe, tokenizer, val_set, n_blocks: int) -> dict:
 
 
 class HfpipeSide:
-    """hfpipe.train.pretrain's step body, one process, one micro-batch (weight = 1)."""
+    """hfpipe through its public functions: the recipe, the loader (`StepSampler`, `masked_batch`),
+    `build_model`, `build_optimizer`, `Budget` and `train_step`, the very step of both training loops
+    (one process, one micro-batch)."""
 
     def __init__(self, args, accelerator, tokenizer, variant: str | None):
         self.args, self.accelerator, self.tokenizer, self.variant = args, accelerator, tokenizer, variant
@@ -219,63 +220,58 @@ class HfpipeSide:
         self.train_set, _ = hfpipe_data(self.recipe, tokenizer)
 
     def start(self, total_steps: int | None, budget_seconds: float | None) -> dict:
-        import dataclasses
+        from hfpipe.data.loader import StepSampler
+        from hfpipe.train.budget import Budget
+        from hfpipe.train.optim import build_optimizer
+        from hfpipe.train.pretrain import build_model
+        from hfpipe.train.step import LoopState
 
-        from hfpipe.train.pretrain import StepSampler, build_model
-        from hfpipe.train.training import Budget, build_optimizer
-
-        train = dataclasses.replace(self.recipe.train, max_steps=total_steps,
-                                    max_minutes=budget_seconds / 60 if budget_seconds else None)  # fmt: skip
+        budget = (f"train.max_steps={total_steps or 'null'}",
+                  f"train.max_minutes={budget_seconds / 60 if budget_seconds else 'null'}")  # fmt: skip
+        self.recipe = hfpipe_recipe(self.args, self.args.tokenizer, extra=budget)
+        train = self.recipe.train
         self.accelerator.free_memory()
         torch.manual_seed(self.args.seed)
         model = build_model(self.recipe, self.tokenizer)
         optimizer = build_optimizer(model, train)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.model.train()
-        self.train_args, self.budget = train, Budget(train, total_steps=total_steps)
+        self.budget, self.state = Budget(train), LoopState()
         self.sampler = StepSampler(len(self.train_set), self.recipe.seed, train.batch_size, 1, 1)
-        self.step_index, self.tokens, self.seconds = 0, 0, 0.0
         return {"parameters": sum(p.numel() for p in model.parameters()),
                 "attention": f"{model.config._attn_implementation} (per-document mask from position_ids)"}  # fmt: skip
 
+    @property
+    def seconds(self) -> float:  # training time so far: the sum of step times
+        return self.state.elapsed
+
     def done(self) -> bool:
-        return self.budget.progress(self.step_index, self.tokens, self.seconds) >= 1.0
+        from hfpipe.train.budget import budget_spent
+
+        return budget_spent(self.budget, self.state, self.accelerator)
 
     def step(self) -> dict:
-        from hfpipe.train.pretrain import masked_batch
-        from hfpipe.train.training import set_lr
+        from hfpipe.data.loader import masked_batch
+        from hfpipe.train.checkpoint import checkpoint_dir
+        from hfpipe.train.optim import set_lr
+        from hfpipe.train.step import train_step
 
-        start = time.perf_counter()
-        set_lr(self.optimizer, self.budget.lr(self.step_index, self.tokens, self.seconds))
-        items = self.sampler.micro_batch(self.step_index, 0, 0)
+        start, train = time.perf_counter(), self.recipe.train
+        set_lr(self.optimizer, self.budget.lr(self.state.step, self.state.tokens, self.state.elapsed))
+        items = self.sampler.micro_batch(self.state.step, 0, 0)
         mb = masked_batch(self.train_set, items, self.tokenizer, self.recipe.masking, MLM_PROBABILITY,
-                          self.recipe.seed, self.step_index)  # fmt: skip
-        masked = int((mb["labels"] != -100).sum())
-        real = int(mb["attention_mask"].sum())
+                          self.recipe.seed, self.state.step)  # fmt: skip
         if self.variant == "no-doc-mask":
             del mb["position_ids"]
         data_s = time.perf_counter() - start
-        mb = {k: v.to(self.accelerator.device) for k, v in mb.items()}
-        if self.variant == "full-logits":  # BERT's head: logits at every position, CE over the masked ones
-            labels = mb.pop("labels")
-            logits = self.model(**mb).logits  # (B, T, V)
-            loss = torch.nn.functional.cross_entropy(
-                logits.view(-1, logits.size(-1)).float(), labels.view(-1)
-            )
-        else:
-            loss = self.model(**mb).loss
-        self.accelerator.backward(loss)
-        loss_value = loss.item()
-        if self.train_args.max_grad_norm:
-            self.accelerator.clip_grad_norm_(self.model.parameters(), self.train_args.max_grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.step_index += 1
-        self.tokens += real
+        result = train_step(self.model, self.optimizer, self.accelerator, [mb], self.state,
+                            max_grad_norm=train.max_grad_norm, on_nan=train.on_nan,
+                            checkpoints=checkpoint_dir(self.recipe.output_dir),
+                            loss_fn=full_logits_loss if self.variant == "full-logits" else None)  # fmt: skip
         seconds = time.perf_counter() - start
-        self.seconds += seconds
-        return {"s": seconds, "data_s": data_s, "input_tokens": mb["input_ids"].numel(), "real_tokens": real,
-                "masked": masked, "loss": loss_value}  # fmt: skip
+        self.state.elapsed += seconds
+        return {"s": seconds, "data_s": data_s, "input_tokens": mb["input_ids"].numel(), "real_tokens": result.tokens,
+                "masked": result.targets, "loss": result.loss}  # fmt: skip
 
     @torch.no_grad()
     def evaluate(self, eval_set: dict) -> dict:
@@ -288,6 +284,13 @@ class HfpipeSide:
             totals = accumulate(totals, out.loss, out.logits, labels)
         self.model.train()
         return eval_metrics(totals)
+
+
+def full_logits_loss(model, batch: dict) -> torch.Tensor:
+    """The full-logits ablation's loss, BERT's way: logits at every position, CE over the masked ones."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs).logits  # (B, T, V)
+    return torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)).float(), batch["labels"].view(-1))
 
 
 class BertSide:

@@ -50,8 +50,7 @@ def transformers_bert(bert_dir: Path):
 
 
 def run(task_recipe: str, overrides: list[str], factory=None) -> tuple[dict, float]:
-    from hfpipe.config.recipe import load_recipe
-    from hfpipe.config.recipe_types import FinetuneRecipe
+    from hfpipe.config import FinetuneRecipe, load_recipe
     from hfpipe.train.finetune import finetune
 
     recipe = load_recipe(REPO / task_recipe, FinetuneRecipe, overrides)

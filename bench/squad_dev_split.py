@@ -38,8 +38,7 @@ def main() -> int:
 
     from finetune_compare import minilm_folder
 
-    from hfpipe.config.recipe import load_recipe
-    from hfpipe.config.recipe_types import FinetuneRecipe
+    from hfpipe.config import FinetuneRecipe, load_recipe
     from hfpipe.model.convert import convert_bert
     from hfpipe.tasks.files import split_squad_by_article
     from hfpipe.train.finetune import finetune

@@ -25,8 +25,7 @@ def _recipe_kind(path: str) -> str:
 
 
 def _load(path: str, overrides: list[str], kind: str | None = None):
-    from .config.recipe import load_recipe
-    from .config.recipe_types import FinetuneRecipe, PretrainRecipe
+    from .config import FinetuneRecipe, PretrainRecipe, load_recipe
 
     kind = kind or _recipe_kind(path)
     return load_recipe(path, FinetuneRecipe if kind == "finetune" else PretrainRecipe, overrides)
@@ -47,8 +46,7 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from .config.recipe import format_help, to_yaml
-    from .config.recipe_types import FinetuneRecipe, PretrainRecipe
+    from .config import FinetuneRecipe, PretrainRecipe, format_help, to_yaml
 
     if args.help_keys:
         print(format_help(FinetuneRecipe if args.help_keys == "finetune" else PretrainRecipe))
@@ -183,7 +181,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .hub.push import HubError, ModelFolderError
     from .model.convert import ConversionError
     from .tasks.files import TaskDataError
-    from .train.pretrain import TrainingError
+    from .train.step import TrainingError
 
     return (RecipeError, FileNotFoundError, DataSourceError, TaskDataError, ConversionError, HubError,
             ModelFolderError, MissingMaskTokenError, TrainingError)

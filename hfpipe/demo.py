@@ -26,8 +26,7 @@ def run_demo(args) -> int:
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
 
-    from .config.recipe import load_recipe
-    from .config.recipe_types import FinetuneRecipe, PretrainRecipe
+    from .config import FinetuneRecipe, PretrainRecipe, load_recipe
     from .train.finetune import finetune
     from .train.pretrain import pretrain
 

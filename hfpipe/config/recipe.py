@@ -1,50 +1,52 @@
-"""Recipes: YAML run files validated by typed dataclasses (litgpt / torchtune style).
+"""Recipes: YAML run files validated as typed dataclasses (litgpt / torchtune style), on pydantic.
 
-A recipe describes a *run* (data, budget, schedule, hub); the *architecture* is `HfpipeConfig`.
-Values are resolved in this order, later wins:
-
-    dataclass defaults  <  YAML file  <  `section.key=value` command-line overrides
-
-Usage::
-
-    from hfpipe.config.recipe import load_recipe, save_recipe
-    from hfpipe.config.recipe_types import PretrainRecipe
+    from hfpipe.config import PretrainRecipe, load_recipe, save_recipe
 
     recipe = load_recipe("recipes/pretrain/tiny.yaml", PretrainRecipe, ["train.lr=1e-4", "train.max_steps=20"])
     save_recipe(recipe, "runs/tiny/recipe.yaml")  # every field resolved, secrets written as null
 
-Every section is a dataclass. The string literal under a field is its help text (shown by
-`format_help`, i.e. `hfpipe validate --help-keys`). Choices are `typing.Literal` sets: a recipe names
-an option, it never imports code (unlike torchtune's `_component_`). A section may define
-`validate(self)`; raise `RecipeError(reason, key="field")` there and the error carries the full
-dotted key (`train.lr: must be > 0, got -1.0`).
+Values are resolved in this order, later wins:
 
-YAML is read with YAML 1.2 scalars: `1e-4` is a float (PyYAML's YAML 1.1 reads a string), and only
-`true`/`false` are booleans (so `mixed_precision: no` stays the string "no"). Duplicate keys are errors.
+    dataclass defaults  <  YAML file  <  `section.key=value` command-line overrides
 
-This module defines the machinery and the sections it owns (model, train, eval, hub, tracking). The
-data sections live beside their code (`data.py`, `tokenizer.py`, `masking.py`, `tasks.py`) and the
-two top-level recipes are composed in `recipe_types.py`, so those modules can import `RecipeError`
-from here without a circular import.
+A recipe is a plain dataclass of sections (plain dataclasses too, see `sections.py`); the string
+under a field is its help text (`format_help`, i.e. `hfpipe validate --help-keys`). Choices are
+`typing.Literal` sets: a recipe names an option, it never imports code (unlike torchtune's
+`_component_`).
+
+pydantic checks the types. The merged mapping is validated in pydantic's strict JSON mode (YAML 1.2
+is a superset of JSON): `"0.1"` is not a float, `1` is not a bool, `true` is not an int, an int is
+fine for a float, unknown keys are errors. Before that, two YAML habits are made explicit: a whole
+float for an int (`max_tokens: 2e9` is a float in YAML 1.2), and null for a secret (`save_recipe`
+writes secrets as null; read back, they take their default). After the types, each section's
+`validate(self)` runs, innermost first: it raises `RecipeError(reason, key="field")` (or calls
+`check`) and the error carries the full dotted key (`train.lr: must be > 0, got -1.0`).
+
+What this module adds to pydantic, for users: one error line that names the dotted key, the value
+and what is expected, prefixed by the file or the override that set it; "did you mean" for unknown
+keys and choices (Hugging Face names too: `learning_rate` -> `lr`); `section.key=value` overrides;
+secrets never written.
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import difflib
 import inspect
+import json
 import re
 import textwrap
 import types
 import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, TypeVar
 
+import pydantic
 import yaml
+
+from . import yaml12
 
 T = TypeVar("T")
 
@@ -65,194 +67,126 @@ def check(condition: bool, key: str, reason: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# YAML with YAML 1.2 scalars (1e-4 is a float, yes/no/on/off are strings) and no duplicate keys.
+# dict -> dataclass: pydantic checks the types, then each section's validate() runs.
 
-_BOOL_TAG, _FLOAT_TAG = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
-_EXP_FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 booleans and exponent floats, rejecting duplicate keys."""
+_STRICT = pydantic.ConfigDict(extra="forbid", strict=True, use_attribute_docstrings=True)
 
 
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != _BOOL_TAG]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
-_Loader.add_implicit_resolver(_FLOAT_TAG, _EXP_FLOAT, list("-+0123456789"))
-
-
-def _construct_map(loader: _Loader, node: yaml.MappingNode):
-    seen: dict[str, int] = {}
-    for key_node, _ in node.value:
-        if isinstance(key_node, yaml.ScalarNode):
-            if key_node.value in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key_node.value!r} (first set on line {seen[key_node.value]})",
-                    key_node.start_mark,
-                )  # fmt: skip
-            seen[key_node.value] = key_node.start_mark.line + 1
-    return loader.construct_yaml_map(node)
-
-
-_Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
-
-
-class _Dumper(yaml.SafeDumper):
-    """Quotes any string that YAML 1.1 *or* our 1.2 loader would read as another type."""
-
-
-_Dumper.add_implicit_resolver(_FLOAT_TAG, _EXP_FLOAT, list("-+0123456789"))
-
-
-def _represent_list(dumper: _Dumper, data: list) -> yaml.Node:
-    flow = all(isinstance(v, (str, int, float, bool, type(None))) for v in data)
-    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
-
-
-_Dumper.add_representer(list, _represent_list)
-
-
-def _yaml_load(text: str, source: str) -> Any:
-    try:
-        return yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader subclass
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{source}, line {mark.line + 1}, column {mark.column + 1}" if mark else source
-        problem = getattr(e, "problem", None) or str(e)
-        raise RecipeError(f"invalid YAML: {problem}", source=where) from None
-
-
-# ---------------------------------------------------------------------------------------------
-# dict -> dataclass, with type checks and errors that name the dotted key.
+@cache
+def _validator(cls: type) -> type[pydantic.BaseModel]:
+    """A pydantic model with one field, `root: cls`, so one config covers `cls` and every section in it."""
+    return pydantic.create_model(f"{cls.__name__}Validator", __config__=_STRICT, root=(cls, ...))
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any], *, where: str = "") -> T:
     """Build dataclass `cls` from a plain mapping, checking every key and value.
 
     Missing keys take the dataclass default; `where` is the dotted prefix used in error messages.
-    Nested dataclasses, `list[...]`, `dict[str, ...]`, `Literal[...]` and `X | None` are supported.
-    After construction the section's `validate()` (if any) runs.
+    After the types are checked, every section's `validate()` runs, innermost first.
     """
-    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+    if not _is_dataclass_type(cls):
         raise TypeError(f"from_dict needs a dataclass type, got {cls!r}")
     if not isinstance(data, Mapping):
         raise RecipeError(f"expected a mapping of keys, got {_show(data)}", key=where or None)
-    hints = _type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    for name in data:
-        if name not in fields:
-            raise _unknown_key(str(name), list(fields), where)
-    kwargs: dict[str, Any] = {}
-    for name, f in fields.items():
-        key = _join(where, name)
-        section = hints[name] if _is_dataclass_type(hints[name]) else None
-        if name in data and data[name] is None and is_secret(name) and f.default is not dataclasses.MISSING:
-            pass  # save_recipe writes secrets as null: read that back as the default
-        elif name in data:
-            kwargs[name] = _convert(hints[name], data[name], key)
-        elif section is not None and f.default_factory in (section, dataclasses.MISSING):
-            kwargs[name] = from_dict(section, {}, where=key)  # names missing keys inside the section
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise RecipeError(f"missing required key {key!r}")
+    text = json.dumps({"root": _prepare(cls, data)}, default=_not_yaml)  # .inf and .nan stay as they are
     try:
-        obj = cls(**kwargs)
-    except RecipeError:
-        raise
-    except (ValueError, TypeError) as e:  # a __post_init__ check in someone's section
-        raise RecipeError(str(e), key=where or None) from e
+        obj = _validator(cls).model_validate_json(text).root
+    except pydantic.ValidationError as e:
+        errors = e.errors(include_url=False)
+        first = next((err for err in errors if err["type"] in _UNKNOWN_KEY), errors[0])
+        raise _recipe_error(cls, first, where) from None
     _run_validate(obj, where)
     return obj
 
 
-def _run_validate(obj: Any, where: str) -> None:
-    validate = getattr(obj, "validate", None)
-    if not callable(validate):
-        return
-    try:
-        validate()
-    except RecipeError as e:
-        if e.key is None or e.source is not None:
-            raise
-        raise RecipeError(e.reason, key=_join(where, e.key) or None) from None
-    except ValueError as e:
-        raise RecipeError(str(e), key=where or None) from e
+def _not_yaml(value: Any) -> Any:
+    raise RecipeError(f"not a YAML 1.2 value (string, number, bool, null, list or mapping): {_show(value)}")
 
 
-_NONE = type(None)
-
-
-def _convert(tp: Any, value: Any, key: str, nullable: bool = False) -> Any:
-    """Return `value` checked (and lightly coerced: int -> float) against annotation `tp`."""
+def _prepare(tp: Any, value: Any) -> Any:
+    """`value` with a whole float for an int made an int, and null secrets dropped (they take their default)."""
+    tp = _without_none(tp)[0]
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is Any or tp is object:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        options = [a for a in args if a is not _NONE]
-        if value is None and len(options) < len(args):
-            return None
-        if len(options) == 1:
-            return _convert(options[0], value, key, nullable=len(options) < len(args))
-        for option in options:
-            try:
-                return _convert(option, value, key)
-            except RecipeError:
-                continue
-        raise _mismatch(tp, value, key)
-    if value is None:
-        raise _mismatch(tp, value, key, nullable)
-    if origin is Literal:
-        for allowed in args:
-            if value == allowed and type(value) is type(allowed):
-                return allowed
-        close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if _is_dataclass_type(tp) and isinstance(value, Mapping):
+        hints = _type_hints(tp)
+        kept = {k: v for k, v in value.items() if not (v is None and is_secret(str(k)))}
+        return {k: _prepare(hints.get(k, Any), v) for k, v in kept.items()}
+    if origin is list and args and isinstance(value, list):
+        return [_prepare(args[0], v) for v in value]
+    if origin is dict and args and isinstance(value, Mapping):
+        return {k: _prepare(args[1], v) for k, v in value.items()}
+    return value
+
+
+_UNKNOWN_KEY = ("unexpected_keyword_argument", "extra_forbidden")
+
+
+def _recipe_error(cls: type, error: Mapping[str, Any], where: str) -> RecipeError:
+    """pydantic's error as one line: the dotted key, what is expected and the value given."""
+    loc = error["loc"][1:]  # after "root"
+    tp, key = _locate(cls, loc)
+    key, value = _join(where, key), error["input"]
+    inner, nullable = _without_none(tp)
+    if error["type"] == "missing":
+        return RecipeError(f"missing required key {key!r}")
+    if error["type"] in _UNKNOWN_KEY:
+        return _unknown_key(str(loc[-1]), [f.name for f in dataclasses.fields(inner) if f.init], key)
+    if error["type"] == "value_error":  # a ValueError raised in a dataclass's __post_init__
+        return RecipeError(str(error["ctx"]["error"]), key=key or None)
+    if value is not None and typing.get_origin(inner) is Literal:
+        choices = typing.get_args(inner)
+        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        choices = ", ".join(repr(a) for a in args)
-        raise RecipeError(f"expected one of {choices}, got {_show(value)}{hint}", key=key)
-    if origin in (list, tuple) or tp in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise _mismatch(tp, value, key, nullable)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise RecipeError(f"expected {len(args)} items, got {len(value)}: {value!r}", key=key)
-            return tuple(_convert(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-        item = args[0] if args else Any
-        items = [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict or tp is dict:
-        if not isinstance(value, Mapping):
-            raise _mismatch(tp, value, key, nullable)
-        key_tp, value_tp = args if args else (Any, Any)
-        return {
-            _convert(key_tp, k, f"{key} (key {k!r})"): _convert(value_tp, v, f"{key}.{k}")
-            for k, v in value.items()
-        }
-    if _is_dataclass_type(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, Mapping):
-            raise RecipeError(f"expected a mapping (section {tp.__name__}), got {_show(value)}", key=key)
-        return from_dict(tp, value, where=key)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():  # `max_tokens: 2e9`
-            return int(value)
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif isinstance(tp, type) and isinstance(value, tp):
-        return value
-    raise _mismatch(tp, value, key, nullable)
-
-
-def _mismatch(tp: Any, value: Any, key: str, nullable: bool = False) -> RecipeError:
+        listed = ", ".join(repr(c) for c in choices)
+        return RecipeError(f"expected one of {listed}, got {_show(value)}{hint}", key=key)
+    if value is not None and _is_dataclass_type(inner):
+        return RecipeError(f"expected a mapping (section {inner.__name__}), got {_show(value)}", key=key)
     tail = "; null is also accepted" if nullable else ""
-    return RecipeError(f"expected {_type_name(tp)}, got {_show(value)}{tail}", key=key)
+    return RecipeError(f"expected {_type_name(inner)}, got {_show(value)}{tail}", key=key or None)
+
+
+def _locate(cls: type, loc: tuple) -> tuple[Any, str]:
+    """The annotation that a pydantic error location points at, and its dotted key.
+
+    `('sources', 0, 'path')` -> `(str, 'sources[0].path')`. Stops at a name that is not a field (an
+    unknown key: the section that lacks it is returned) or at a union member's tag.
+    """
+    tp, key = cls, ""
+    for part in loc:
+        inner = _without_none(tp)[0]
+        origin, args = typing.get_origin(inner), typing.get_args(inner)
+        if _is_dataclass_type(inner) and part in _type_hints(inner):
+            tp, key = _type_hints(inner)[part], _join(key, part)
+        elif origin is list and isinstance(part, int):
+            tp, key = (args[0] if args else Any), f"{key}[{part}]"
+        elif origin is dict and isinstance(part, str):
+            tp, key = (args[1] if args else Any), _join(key, part)
+        else:
+            break
+    return tp, key
+
+
+def _run_validate(obj: Any, where: str) -> None:
+    """Call `validate()` on every section inside `obj`, innermost first; errors get the dotted key."""
+    if isinstance(obj, list):
+        for i, item in enumerate(obj):
+            _run_validate(item, f"{where}[{i}]")
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            _run_validate(getattr(obj, f.name), _join(where, f.name))
+        validate = getattr(obj, "validate", None)
+        if not callable(validate):
+            return
+        try:
+            validate()
+        except RecipeError as e:
+            if e.key is None or e.source is not None:
+                raise
+            raise RecipeError(e.reason, key=_join(where, e.key) or None) from None
+        except ValueError as e:
+            raise RecipeError(str(e), key=where or None) from e
 
 
 def _show(value: Any) -> str:
@@ -314,12 +248,22 @@ def _is_dataclass_type(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
+def _without_none(tp: Any) -> tuple[Any, bool]:
+    """`X | None` -> (X, True); anything else -> (itself, False)."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = tuple(a for a in args if a is not type(None))
+        return (rest[0] if len(rest) == 1 else typing.Union[rest]), True
+    return tp, False
+
+
 @cache
 def _type_hints(cls: type) -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(cls)
-    except NameError as e:
-        raise TypeError(f"cannot resolve the annotations of {cls.__qualname__}: {e}") from e
+    return typing.get_type_hints(cls)
+
+
+def _has_default(f: dataclasses.Field) -> bool:
+    return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,6 +271,16 @@ def _type_hints(cls: type) -> dict[str, Any]:
 
 
 _OVERRIDE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def _yaml_load(text: str, source: str) -> Any:
+    try:
+        return yaml12.load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{source}, line {mark.line + 1}, column {mark.column + 1}" if mark else source
+        problem = getattr(e, "problem", None) or str(e)
+        raise RecipeError(f"invalid YAML: {problem}", source=where) from None
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
@@ -419,29 +373,23 @@ def is_secret(name: str) -> bool:
 
 
 def to_dict(recipe: Any) -> dict[str, Any]:
-    """Plain dict of every init field of a recipe (defaults included); secret fields become None."""
+    """Plain dict of every field of a recipe (defaults included); secret fields become None."""
     if not (dataclasses.is_dataclass(recipe) and not isinstance(recipe, type)):
         raise TypeError(f"to_dict needs a dataclass instance, got {type(recipe).__name__}")
-    return _plain(recipe)
+    return _redacted(dataclasses.asdict(recipe))
 
 
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        pairs = ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value) if f.init)
-    elif isinstance(value, Mapping):
-        pairs = ((str(k), v) for k, v in value.items())
-    elif isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    elif isinstance(value, Path):
-        return str(value)
-    else:
-        return value
-    return {name: None if is_secret(name) else _plain(v) for name, v in pairs}
+def _redacted(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): None if is_secret(str(k)) else _redacted(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redacted(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
 
 
 def to_yaml(recipe: Any) -> str:
     """The fully resolved recipe as YAML text (field order of the dataclasses)."""
-    return yaml.dump(to_dict(recipe), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=110)
+    return yaml12.dump(to_dict(recipe))
 
 
 def save_recipe(recipe: Any, path: str | Path) -> Path:
@@ -457,7 +405,7 @@ def save_recipe(recipe: Any, path: str | Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# Help text from attribute docstrings.
+# Help text: the attribute docstrings, as pydantic reads them (`use_attribute_docstrings`).
 
 
 class FieldHelp(NamedTuple):
@@ -474,16 +422,24 @@ def field_help(cls: type) -> dict[str, FieldHelp]:
 
 
 def _collect_help(cls: type, prefix: str, out: dict[str, FieldHelp]) -> None:
-    docs, hints = attribute_docs(cls), _type_hints(cls)
+    docs, hints = _field_docs(cls), _type_hints(cls)
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
         key, tp = _join(prefix, f.name), hints[f.name]
-        section = _section_type(tp)
+        section = next((t for t in (tp, *typing.get_args(tp)) if _is_dataclass_type(t)), None)
         doc = docs.get(f.name) or (_class_doc(section) if section else "")
         out[key] = FieldHelp(_type_name(tp), _default_text(f), doc)
         if section is not None:
-            _collect_help(section, key if _is_dataclass_type(tp) else f"{key}[]", out)
+            _collect_help(section, key if section is tp else f"{key}[]", out)
+
+
+@cache
+def _field_docs(cls: type) -> dict[str, str]:
+    """Field name -> its docstring: the field descriptions of pydantic's JSON schema for `cls`."""
+    schema = _validator(cls).model_json_schema()
+    name = schema["properties"]["root"]["$ref"].rsplit("/", 1)[-1]
+    return {f: p.get("description", "") for f, p in schema["$defs"][name]["properties"].items()}
 
 
 def _class_doc(cls: type) -> str:
@@ -491,43 +447,11 @@ def _class_doc(cls: type) -> str:
     return "" if doc.startswith(f"{cls.__name__}(") else doc  # dataclass's generated signature
 
 
-def _section_type(tp: Any) -> type | None:
-    """The dataclass inside `tp` (itself, `X | None` or `list[X]`), if any."""
-    if _is_dataclass_type(tp):
-        return tp
-    for arg in typing.get_args(tp):
-        if _is_dataclass_type(arg):
-            return arg
-    return None
-
-
-@cache
-def attribute_docs(cls: type) -> dict[str, str]:
-    """Field name -> the string literal written right under it in the class body (MRO merged)."""
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError, SyntaxError):
-            continue
-        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-        for node, after in zip(body, body[1:]):
-            if (
-                isinstance(node, ast.AnnAssign)
-                and isinstance(node.target, ast.Name)
-                and isinstance(after, ast.Expr)
-                and isinstance(after.value, ast.Constant)
-                and isinstance(after.value.value, str)
-            ):
-                docs[node.target.id] = inspect.cleandoc(after.value.value)
-    return docs
-
-
 def _type_name(tp: Any) -> str:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any:
         return "any"
-    if tp is _NONE:
+    if tp is type(None):
         return "null"
     if origin in (typing.Union, types.UnionType):
         return " | ".join(_type_name(a) for a in args)
@@ -540,19 +464,13 @@ def _type_name(tp: Any) -> str:
 
 
 def _default_text(f: dataclasses.Field) -> str:
-    if f.default is not dataclasses.MISSING:
-        value = f.default
-    elif f.default_factory is not dataclasses.MISSING:
-        try:
-            value = f.default_factory()
-        except TypeError:  # a section with required keys
-            return "(section)"
-    else:
+    if not _has_default(f):
         return "required"
-    if dataclasses.is_dataclass(value):
+    try:
+        value = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+    except TypeError:  # a section with required keys
         return "(section)"
-    text = yaml.dump(value, Dumper=_Dumper, default_flow_style=True, width=1000).strip()
-    return text.removesuffix("...").strip()
+    return "(section)" if dataclasses.is_dataclass(value) else yaml12.dump(value, flow=True)
 
 
 def format_help(cls: type) -> str:
@@ -573,239 +491,3 @@ def format_help(cls: type) -> str:
                 )
             )
     return "\n".join(lines).rstrip() + "\n"
-
-
-# ---------------------------------------------------------------------------------------------
-# The sections this module owns. Data sections live in data.py, tokenizer.py, masking.py, tasks.py;
-# PretrainRecipe and FinetuneRecipe are composed in recipe_types.py.
-
-
-@dataclass
-class ModelArgs:
-    """Which model to build or load."""
-
-    preset: str = "bert-mini"
-    """Name of an `HfpipeConfig` preset (see `HfpipeConfig.from_preset`) used to build a fresh
-    model. Not used when `name_or_path` is set."""
-    config_overrides: dict[str, Any] = field(default_factory=dict)
-    """`HfpipeConfig` fields set on top of the preset, e.g. `{num_hidden_layers: 4,
-    position_embedding_type: rope}`. `HfpipeConfig` checks the names and values."""
-    name_or_path: str | None = None
-    """Start from existing weights: an hfpipe output folder, a Hub repo id, or a BERT checkpoint
-    folder. Required for fine-tuning; null for pretraining from scratch."""
-    attn_implementation: Literal["sdpa", "eager", "flex_attention", "flash_attention_2"] = "sdpa"
-    """Attention kernel. `sdpa` (PyTorch scaled_dot_product_attention) runs everywhere;
-    `flash_attention_2` needs the flash-attn package and a CUDA GPU."""
-
-    def validate(self) -> None:
-        from ..model.configuration_hfpipe import PRESETS, HfpipeConfig  # lazy: pulls in transformers
-
-        ok = self.name_or_path is None or bool(self.name_or_path.strip())
-        check(ok, "name_or_path", "must not be empty (null builds a fresh model from the preset)")
-        valid = set(inspect.signature(HfpipeConfig.__init__).parameters) - {"self", "kwargs"}
-        valid |= set(vars(HfpipeConfig()))  # generic PreTrainedConfig attributes are allowed too
-        for name in self.config_overrides:
-            close = difflib.get_close_matches(name, sorted(valid), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            check(name in valid, f"config_overrides.{name}", f"not a field of HfpipeConfig{hint}")
-        if self.name_or_path is not None:
-            return  # the preset is not used; the loaded config gets the overrides
-        close = difflib.get_close_matches(self.preset, list(PRESETS), n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        check(
-            self.preset in PRESETS,
-            "preset",
-            f"unknown preset {self.preset!r}; {hint}available: {', '.join(PRESETS)}",
-        )
-        try:
-            HfpipeConfig.from_preset(self.preset, **self.config_overrides)
-        except (ValueError, TypeError) as e:
-            raise RecipeError(str(e), key="config_overrides") from None
-
-
-@dataclass
-class TrainArgs:
-    """Optimization, schedule, budget, precision and checkpointing."""
-
-    max_steps: int | None = 1000
-    """Stop after this many optimizer steps. Training stops at the first budget reached
-    (max_steps, max_tokens, max_minutes, num_epochs); at least one must be set."""
-    max_tokens: int | None = None
-    """Stop after this many input tokens (padding excluded), summed over all processes."""
-    max_minutes: float | None = None
-    """Stop after this many minutes of wall-clock training time (a final checkpoint is saved)."""
-    num_epochs: float | None = None
-    """Stop after this many passes over the training data (fractions allowed); used for fine-tuning."""
-    batch_size: int = 32
-    """Sequences per micro-batch per process. The global batch is batch_size x
-    gradient_accumulation_steps x number of processes."""
-    gradient_accumulation_steps: int = 1
-    """Micro-batches whose gradients are summed before each optimizer step."""
-    lr: float = 5e-4
-    """Peak learning rate (AdamW), reached at the end of warmup."""
-    weight_decay: float = 0.01
-    """AdamW decoupled weight decay; biases and norm weights are not decayed."""
-    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
-    """AdamW (beta1, beta2)."""
-    adam_eps: float = 1e-6
-    """AdamW epsilon."""
-    schedule: Literal["linear", "cosine", "wsd", "onecycle", "constant"] = "linear"
-    """Learning-rate schedule after warmup: linear or cosine decay to min_lr_ratio x lr; `wsd`
-    (warmup-stable-decay) holds lr then decays over the last decay_fraction of training;
-    `onecycle` rises linearly to lr over the first half and falls back over the second (Cramming's triangle; warmup_fraction is ignored); `constant` holds lr."""
-    warmup_fraction: float = 0.06
-    """Fraction of the total steps spent warming up linearly from 0 to lr."""
-    warmup_steps: int | None = None
-    """Warmup length in steps; when set it overrides warmup_fraction."""
-    decay_fraction: float = 0.2
-    """For `wsd`: fraction of the total steps spent in the final decay."""
-    min_lr_ratio: float = 0.0
-    """Final learning rate as a fraction of lr (linear, cosine and wsd schedules)."""
-    max_grad_norm: float | None = 1.0
-    """Clip the global gradient norm to this value; null disables clipping."""
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    """accelerate mixed precision. bf16 needs a GPU or CPU that supports it; fp16 uses a grad scaler."""
-    compile: bool = False
-    """Wrap the model in torch.compile (slow first steps, faster afterwards on GPU)."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass to save memory (about 30% slower)."""
-    log_every_steps: int = 10
-    """Log loss, learning rate, throughput and grad norm every N optimizer steps."""
-    eval_every_steps: int | None = 200
-    """Evaluate every N optimizer steps (and at the end); null evaluates only at the end."""
-    save_every_steps: int | None = 500
-    """Save a resumable checkpoint every N optimizer steps (and at the end); null saves only at the end."""
-    keep_last: int = 3
-    """Number of step checkpoints kept on disk; older ones are deleted."""
-    resume: str = "auto"
-    """`auto` resumes from the newest checkpoint in output_dir if there is one, `none` starts
-    fresh, anything else is a checkpoint folder to resume from."""
-    on_nan: Literal["stop", "skip"] = "stop"
-    """What to do when the loss is NaN or infinite: `stop` raises with the step number,
-    `skip` drops that batch's update and counts it in the logs."""
-    num_workers: int = 0
-    """DataLoader worker processes per training process (0 loads in the main process)."""
-    early_stopping_patience: int | None = None
-    """Fine-tuning: stop when the main metric has not improved for this many evaluations."""
-    group_by_length: bool = True
-    """Fine-tuning: batch examples of similar length together to reduce padding."""
-
-    def validate(self) -> None:
-        budgets = ("max_steps", "max_tokens", "max_minutes", "num_epochs")
-        check(
-            any(getattr(self, b) is not None for b in budgets),
-            "",
-            "no training budget: set at least one of max_steps, max_tokens, max_minutes, num_epochs",
-        )
-        for name in (
-            *budgets,
-            "warmup_steps",
-            "eval_every_steps",
-            "save_every_steps",
-            "early_stopping_patience",
-        ):
-            value = getattr(self, name)
-            minimum = 0 if name == "warmup_steps" else None
-            if value is not None:
-                ok = value >= minimum if minimum is not None else value > 0
-                check(ok, name, f"must be {'>= 0' if minimum is not None else '> 0'} (or null), got {value}")
-        for name in ("batch_size", "gradient_accumulation_steps", "log_every_steps", "keep_last"):
-            check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
-        check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
-        check(
-            len(self.adam_betas) == 2,
-            "adam_betas",
-            f"must be two numbers [beta1, beta2], got {self.adam_betas}",
-        )
-        check(
-            all(0 <= b < 1 for b in self.adam_betas),
-            "adam_betas",
-            f"each must be in [0, 1), got {self.adam_betas}",
-        )
-        check(self.adam_eps > 0, "adam_eps", f"must be > 0, got {self.adam_eps}")
-        check(
-            0 <= self.warmup_fraction < 1, "warmup_fraction", f"must be in [0, 1), got {self.warmup_fraction}"
-        )
-        check(
-            0 <= self.decay_fraction <= 1, "decay_fraction", f"must be in [0, 1], got {self.decay_fraction}"
-        )
-        if self.schedule == "wsd" and self.warmup_steps is None:
-            total = self.warmup_fraction + self.decay_fraction
-            check(total <= 1, "decay_fraction", f"warmup_fraction + decay_fraction must be <= 1, got {total}")
-        check(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
-        if self.max_grad_norm is not None:
-            check(self.max_grad_norm > 0, "max_grad_norm", f"must be > 0 (or null), got {self.max_grad_norm}")
-        check(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
-        check(bool(self.resume.strip()), "resume", "must be 'auto', 'none' or a checkpoint folder")
-
-
-@dataclass
-class EvalArgs:
-    """Evaluation during and after training."""
-
-    batch_size: int = 64
-    """Sequences per evaluation batch per process (no gradients, so it can exceed train.batch_size)."""
-    max_batches: int | None = None
-    """Evaluate on at most this many batches (a quick estimate during long runs); null uses the
-    whole validation split."""
-
-    def validate(self) -> None:
-        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
-        if self.max_batches is not None:
-            check(self.max_batches >= 1, "max_batches", f"must be >= 1 (or null), got {self.max_batches}")
-
-
-@dataclass
-class HubArgs:
-    """Pushing the result to the Hugging Face Hub (the token comes from HF_TOKEN, never the recipe)."""
-
-    push_to_hub: bool = False
-    """Upload the final model, tokenizer, model card and remote code when training ends."""
-    repo_id: str | None = None
-    """Target repository, `user/name` or `org/name`; required when push_to_hub is true."""
-    private: bool = False
-    """Create the repository as private if it does not exist yet."""
-    revision: str | None = None
-    """Branch to push the final model to; null pushes to the default branch (main)."""
-    push_checkpoints: bool = False
-    """Also push every saved checkpoint to checkpoint_branch while training."""
-    checkpoint_branch: str = "checkpoints"
-    """Branch that receives intermediate checkpoints when push_checkpoints is true."""
-    commit_message: str | None = None
-    """Commit message of the final push; null writes one with the step count and main metric."""
-
-    def validate(self) -> None:
-        if self.push_to_hub or self.push_checkpoints:
-            check(
-                self.repo_id is not None,
-                "repo_id",
-                "required when hub.push_to_hub or hub.push_checkpoints is true",
-            )
-        if self.repo_id is not None:
-            ok = re.fullmatch(r"(?:[\w.-]+/)?[\w.-]+", self.repo_id) is not None
-            check(ok, "repo_id", f"must look like 'user/name', got {self.repo_id!r}")
-        check(bool(self.checkpoint_branch.strip()), "checkpoint_branch", "must not be empty")
-
-
-@dataclass
-class TrackingArgs:
-    """Experiment tracking and plots."""
-
-    report_to: list[Literal["tensorboard", "wandb", "trackio"]] = field(default_factory=list)
-    """Trackers to log to through accelerate; [] logs only to the console and metrics.jsonl."""
-    project_name: str = "hfpipe"
-    """Project (experiment group) name passed to the trackers."""
-    peak_tflops: float | None = None
-    """Peak dense TFLOP/s of one device, used for model FLOPs utilization (MFU); null guesses it
-    from the device name."""
-    plot: bool = True
-    """Write a loss-curve PNG to output_dir at the end of training."""
-
-    def validate(self) -> None:
-        check(
-            len(set(self.report_to)) == len(self.report_to), "report_to", f"has duplicates: {self.report_to}"
-        )
-        check(bool(self.project_name.strip()), "project_name", "must not be empty")
-        if self.peak_tflops is not None:
-            check(self.peak_tflops > 0, "peak_tflops", f"must be > 0 (or null), got {self.peak_tflops}")

@@ -1,6 +1,7 @@
 """MLM masking as a pure, seeded function: token ids in, (inputs, labels) out.
 
-    from hfpipe.data.masking import MaskingArgs, default_mlm_probability, make_generator, mask_tokens
+    from hfpipe.config import MaskingArgs
+    from hfpipe.data.masking import default_mlm_probability, make_generator, mask_tokens
     batch = collate(rows, tokenizer.pad_token_id)
     inputs, labels = mask_tokens(
         batch["input_ids"], special_tokens_mask=batch["special_tokens_mask"],
@@ -36,49 +37,13 @@ import functools
 import hashlib
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
-from ..config.recipe import RecipeError, check
+from ..config import MaskingArgs, RecipeError
 
 IGNORE_INDEX = -100
 MAX_SPAN_FACTOR = 10  # spans longer than MAX_SPAN_FACTOR x mean_span_length are cut
-
-
-@dataclass
-class MaskingArgs:
-    """How tokens are masked for the masked-language-model objective."""
-
-    mlm_probability: float | None = None
-    """Fraction of (non-special) tokens to predict. null takes the model preset's default:
-    0.30 for `modern-*` presets (ModernBERT), 0.15 for `bert-*` presets (BERT)."""
-    mask_replace_prob: float = 0.8
-    """Of the chosen tokens, the fraction replaced by [MASK]."""
-    random_replace_prob: float = 0.1
-    """Of the chosen tokens, the fraction replaced by a random non-special token (the rest,
-    1 - mask_replace_prob - random_replace_prob, keep their original token)."""
-    whole_word: bool = False
-    """Choose whole words (from the fast tokenizer's word ids, any tokenizer type): every token of
-    a chosen word is masked together."""
-    span: bool = False
-    """Mask contiguous spans (SpanBERT) of geometric length instead of independent tokens/words."""
-    mean_span_length: float = 3.0
-    """Mean span length with `span: true`, in words when whole_word, else in tokens."""
-
-    def validate(self) -> None:
-        p = self.mlm_probability
-        check(p is None or 0 < p < 1, "mlm_probability", f"must be in (0, 1) or null, got {p}")
-        for key in ("mask_replace_prob", "random_replace_prob"):
-            value = getattr(self, key)
-            check(0 <= value <= 1, key, f"must be in [0, 1], got {value}")
-        total = self.mask_replace_prob + self.random_replace_prob
-        check(
-            total <= 1 + 1e-9,
-            "random_replace_prob",
-            f"mask_replace_prob + random_replace_prob must be <= 1, got {total}",
-        )
-        check(self.mean_span_length >= 1, "mean_span_length", f"must be >= 1, got {self.mean_span_length}")
 
 
 def default_mlm_probability(preset_name: str) -> float:

@@ -47,7 +47,7 @@ from tokenizers import Tokenizer
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
-    from .sources import DataArgs
+    from ..config import DataArgs
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
 """Text sources for pretraining: Hub datasets, local files, the builtin corpus; mixing and splits.
 
-    from hfpipe.data.sources import DataArgs, load_text_datasets, iter_texts, tokenize_dataset, collate
+    from hfpipe.config import DataArgs
+    from hfpipe.data.sources import load_text_datasets, iter_texts, tokenize_dataset, collate
 
     args = DataArgs(source="../shared/data/wikitext-2/train.txt", block_size=128)
     train, validation = load_text_datasets(args, seed=42)       # one `text` column each
@@ -35,14 +36,12 @@ import glob
 import hashlib
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import datasets
 from datasets import Dataset, IterableDataset
 
-from ..config.recipe import RecipeError, check
+from ..config import DataArgs
 from . import corpus
 from .packing import collate, shard_for_process, tokenize_dataset  # noqa: F401  (re-exported API)
 
@@ -68,93 +67,6 @@ STREAMING_CHUNK_BYTES = 1 << 20
 
 class DataSourceError(ValueError):
     """A corpus the user must fix: empty, wrong column, undecodable bytes, unknown builtin."""
-
-
-@dataclass
-class SourceArgs:
-    """One more corpus mixed into the training data."""
-
-    source: str
-    """A Hub dataset name, `builtin:python-docs`, or a local file path / glob (.txt, .csv, .tsv,
-    .json, .jsonl, .parquet)."""
-    config_name: str | None = None
-    """Hub dataset configuration (e.g. `wikitext-103-raw-v1`); null for the default."""
-    split: str = "train"
-    """Split to read (Hub datasets; local files and builtins always use their training part)."""
-    text_column: str = "text"
-    """Column holding the text (csv, tsv, json, jsonl, parquet, Hub datasets)."""
-    weight: float = 1.0
-    """Relative sampling weight of this source in the mix (normalized over all sources)."""
-
-    def validate(self) -> None:
-        check(bool(self.source.strip()), "source", "must not be empty")
-        check(self.weight > 0, "weight", f"must be > 0, got {self.weight}")
-
-
-@dataclass
-class DataArgs:
-    """The pretraining corpus: sources, validation split, tokenization and packing."""
-
-    source: str = "builtin:python-docs"
-    """A Hub dataset name, `builtin:python-docs` (the Python documentation, offline), or a local
-    file path / glob (.txt one document per line, .csv, .tsv, .json, .jsonl, .parquet)."""
-    config_name: str | None = None
-    """Hub dataset configuration (e.g. `wikitext-103-raw-v1`); null for the default."""
-    split: str = "train"
-    """Split of a Hub dataset to train on (local files and builtins use their training part)."""
-    text_column: str = "text"
-    """Column holding the text (csv, tsv, json, jsonl, parquet, Hub datasets)."""
-    weight: float = 1.0
-    """Sampling weight of `source` when mixed with `extra_sources`."""
-    validation_source: str | None = None
-    """A separate source for validation (same kinds as `source`); null to use validation_split
-    or carve validation off the training sources."""
-    validation_split: str | None = None
-    """Split to validate on: of `validation_source` if set, else of `source` (e.g. `validation`
-    for a Hub dataset). Null: the builtin corpus' own split, or carved off by hash."""
-    validation_fraction: float = 0.05
-    """Fraction of documents carved off (by hash of the text, deterministic) for validation when
-    no validation source or split is given."""
-    extra_sources: list[SourceArgs] = field(default_factory=list)
-    """More corpora mixed in with `datasets.interleave_datasets`, each with its own weight. Each
-    one's validation part is carved off by hash (validation_fraction) and added to validation."""
-    streaming: bool = False
-    """Read sources lazily as `IterableDataset`s (corpora larger than disk or memory); no cache."""
-    block_size: int = 128
-    """Tokens per training row (the sequence length)."""
-    mode: Literal["pack", "pad"] = "pack"
-    """`pack`: documents joined and cut into rows of block_size tokens (positions restart at each
-    document); `pad`: one document per row (long ones split), padded per batch by the collator."""
-    num_proc: int | None = None
-    """Processes for `datasets.map` tokenization; null tokenizes in this process (the Rust
-    tokenizer already uses all cores on each batch)."""
-    max_documents: int | None = None
-    """Use at most this many training documents (smoke tests); null uses all."""
-    max_validation_documents: int | None = 2000
-    """Use at most this many validation documents (keeps evaluation fast); null uses all."""
-    cache_dir: str | None = None
-    """`datasets` cache folder (and the builtin corpus' folder); null uses the defaults
-    (~/.cache/huggingface/datasets and ~/.cache/hfpipe)."""
-
-    def validate(self) -> None:
-        check(bool(self.source.strip()), "source", "must not be empty")
-        check(self.weight > 0, "weight", f"must be > 0, got {self.weight}")
-        check(self.block_size >= 8, "block_size", f"must be >= 8, got {self.block_size}")
-        fraction = self.validation_fraction
-        check(0 < fraction < 1, "validation_fraction", f"must be in (0, 1), got {fraction}")
-        check(
-            self.num_proc is None or self.num_proc >= 1,
-            "num_proc",
-            f"must be >= 1 or null, got {self.num_proc}",
-        )
-        for key in ("max_documents", "max_validation_documents"):
-            value = getattr(self, key)
-            check(value is None or value >= 1, key, f"must be >= 1 or null, got {value}")
-        for i, extra in enumerate(self.extra_sources):
-            try:
-                extra.validate()
-            except RecipeError as e:
-                raise RecipeError(e.reason, key=f"extra_sources[{i}].{e.key}") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
     hfpipe tokenizer recipes/pretrain/tiny.yaml tokenizer.type=bpe tokenizer.vocab_size=16000
 
-    from hfpipe.data.tokenizer import TokenizerArgs, get_tokenizer, train_tokenizer, load_tokenizer
+    from hfpipe.config import TokenizerArgs
+    from hfpipe.data.tokenizer import get_tokenizer, train_tokenizer, load_tokenizer
     tok = train_tokenizer(texts, TokenizerArgs(type="unigram", vocab_size=8000), output_dir="runs/tok")
     tok = load_tokenizer("runs/tok")                   # == AutoTokenizer.from_pretrained("runs/tok")
 
@@ -26,15 +27,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from itertools import islice
 from pathlib import Path
-from typing import Literal
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from ..config.recipe import RecipeError, check
+from ..config import RecipeError, TokenizerArgs
 
 logger = logging.getLogger(__name__)
 
@@ -51,39 +51,6 @@ TRAIN_BATCH_SIZE = 1000  # documents per batch handed to the Rust trainer
 
 class MissingMaskTokenError(ValueError):
     """The tokenizer has no mask token, so it cannot be used for masked-language modelling."""
-
-
-@dataclass
-class TokenizerArgs:
-    """The tokenizer: trained on the corpus, or loaded."""
-
-    name_or_path: str | None = None
-    """An existing tokenizer: a folder saved by `save_pretrained` or a Hub id. When set, nothing is
-    trained and the other keys are ignored. It must be a fast tokenizer with a mask token."""
-    type: Literal["wordpiece", "bpe", "unigram"] = "wordpiece"
-    """Model to train: `wordpiece` (BERT), `bpe` (byte-level, RoBERTa style) or `unigram`
-    (SentencePiece style). All get the special tokens [PAD] [UNK] [CLS] [SEP] [MASK] at ids 0-4."""
-    vocab_size: int = 8192
-    """Target vocabulary size, special tokens included (a small corpus may yield fewer)."""
-    lowercase: bool = True
-    """Lower-case the text before tokenizing (and strip accents, for wordpiece)."""
-    min_frequency: int = 2
-    """Minimum count for a merge / word piece to enter the vocabulary (wordpiece and bpe only)."""
-    max_training_documents: int | None = None
-    """Train on at most this many documents from the start of the training split; null uses all."""
-
-    def validate(self) -> None:
-        if self.name_or_path is not None:
-            check(
-                bool(self.name_or_path.strip()), "name_or_path", "must not be empty (use null to train one)"
-            )
-            return
-        minimum = 300 if self.type == "bpe" else 32
-        why = " (byte-level BPE starts from 256 byte symbols)" if self.type == "bpe" else ""
-        check(self.vocab_size >= minimum, "vocab_size", f"must be >= {minimum}{why}, got {self.vocab_size}")
-        check(self.min_frequency >= 1, "min_frequency", f"must be >= 1, got {self.min_frequency}")
-        n = self.max_training_documents
-        check(n is None or n >= 1, "max_training_documents", f"must be >= 1 or null, got {n}")
 
 
 def _build(args: TokenizerArgs) -> tuple[Tokenizer, trainers.Trainer]:

@@ -124,90 +124,71 @@ class HfpipeConfig(PreTrainedConfig):
 
     model_type = "hfpipe"
 
-    def __init__(
-        self,
-        vocab_size: int = 30522,
-        hidden_size: int = 768,
-        num_hidden_layers: int = 12,
-        num_attention_heads: int = 12,
-        intermediate_size: int = 3072,
-        hidden_act: str = "gelu",
-        hidden_dropout_prob: float = 0.1,
-        attention_probs_dropout_prob: float = 0.1,
-        classifier_dropout: float | None = None,
-        max_position_embeddings: int = 512,
-        type_vocab_size: int = 2,
-        initializer_range: float = 0.02,
-        norm_eps: float = 1e-12,
-        position_embedding_type: str = "absolute",
-        rope_theta: float = 10000.0,
-        norm_type: str = "layernorm",
-        norm_position: str = "post",
-        token_mixer: str = "attention",
-        pool_size: int = 3,
-        use_bias: bool = True,
-        embedding_norm: bool = True,
-        final_norm: bool = False,
-        tie_word_embeddings: bool = True,
-        add_pooling_layer: bool = True,
-        pad_token_id: int = 0,
-        **kwargs,
-    ):
-        _check_choice("position_embedding_type", position_embedding_type, POSITION_EMBEDDING_TYPES)
-        _check_choice("norm_type", norm_type, NORM_TYPES)
-        _check_choice("norm_position", norm_position, NORM_POSITIONS)
-        _check_choice("hidden_act", hidden_act, HIDDEN_ACTS)
-        _check_choice("token_mixer", token_mixer, TOKEN_MIXERS)
-        if hidden_size % num_attention_heads != 0:
+    # transformers v5 makes every config class a keyword-only dataclass: these fields are its __init__.
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    classifier_dropout: float | None = None
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    norm_eps: float = 1e-12
+    position_embedding_type: str = "absolute"
+    rope_theta: float = 10000.0
+    norm_type: str = "layernorm"
+    norm_position: str = "post"
+    token_mixer: str = "attention"
+    pool_size: int = 3
+    use_bias: bool = True
+    embedding_norm: bool = True
+    final_norm: bool = False
+    tie_word_embeddings: bool = True
+    add_pooling_layer: bool = True
+    pad_token_id: int = 0
+
+    def __post_init__(self, **kwargs):
+        """Runs after the fields are set: check them, then hand the generic kwargs (num_labels, id2label,
+        auto_map, ...) to PreTrainedConfig."""
+        self._check_fields()
+        kwargs["auto_map"] = {**AUTO_MAP, **(kwargs.get("auto_map") or {})}
+        super().__post_init__(**kwargs)
+
+    def _check_fields(self) -> None:
+        _check_choice("position_embedding_type", self.position_embedding_type, POSITION_EMBEDDING_TYPES)
+        _check_choice("norm_type", self.norm_type, NORM_TYPES)
+        _check_choice("norm_position", self.norm_position, NORM_POSITIONS)
+        _check_choice("hidden_act", self.hidden_act, HIDDEN_ACTS)
+        _check_choice("token_mixer", self.token_mixer, TOKEN_MIXERS)
+        C, H, position = self.hidden_size, self.num_attention_heads, self.position_embedding_type
+        if C % H != 0:
             raise ValueError(
-                f"HfpipeConfig.hidden_size={hidden_size} must be divisible by "
-                f"num_attention_heads={num_attention_heads} (head dim = hidden_size / num_attention_heads)"
+                f"HfpipeConfig.hidden_size={C} must be divisible by "
+                f"num_attention_heads={H} (head dim = hidden_size / num_attention_heads)"
             )
-        if position_embedding_type == "rope" and (hidden_size // num_attention_heads) % 2:
+        if position == "rope" and (C // H) % 2:
             raise ValueError("HfpipeConfig.position_embedding_type='rope' needs an even head dim "
-                             f"(hidden_size / num_attention_heads = {hidden_size // num_attention_heads})")
-        if position_embedding_type == "sinusoidal" and hidden_size % 2:
-            raise ValueError(f"HfpipeConfig.position_embedding_type='sinusoidal' needs an even hidden_size, got {hidden_size}")
-        if token_mixer == "pooling" and position_embedding_type in ("rope", "alibi"):
+                             f"(hidden_size / num_attention_heads = {C // H})")
+        if position == "sinusoidal" and C % 2:
+            raise ValueError(f"HfpipeConfig.position_embedding_type='sinusoidal' needs an even hidden_size, got {C}")
+        if self.token_mixer == "pooling" and position in ("rope", "alibi"):
             raise ValueError(
-                f"HfpipeConfig.position_embedding_type={position_embedding_type!r} acts inside attention, "
+                f"HfpipeConfig.position_embedding_type={position!r} acts inside attention, "
                 "so it has no effect with token_mixer='pooling'; use 'absolute', 'sinusoidal' or 'none'"
             )
-        if pool_size < 1 or pool_size % 2 == 0:
-            raise ValueError(f"HfpipeConfig.pool_size must be a positive odd number, got {pool_size}")
-        if type_vocab_size < 0:
-            raise ValueError(f"HfpipeConfig.type_vocab_size must be >= 0 (0 = no segment embeddings), got {type_vocab_size}")
-        for name, p in (("hidden_dropout_prob", hidden_dropout_prob),
-                        ("attention_probs_dropout_prob", attention_probs_dropout_prob)):
-            if not 0.0 <= p < 1.0:
-                raise ValueError(f"HfpipeConfig.{name} must be in [0, 1), got {p}")
-
-        self.vocab_size = vocab_size
-        self.hidden_size = hidden_size
-        self.num_hidden_layers = num_hidden_layers
-        self.num_attention_heads = num_attention_heads
-        self.intermediate_size = intermediate_size
-        self.hidden_act = hidden_act
-        self.hidden_dropout_prob = hidden_dropout_prob
-        self.attention_probs_dropout_prob = attention_probs_dropout_prob
-        self.classifier_dropout = classifier_dropout
-        self.max_position_embeddings = max_position_embeddings
-        self.type_vocab_size = type_vocab_size
-        self.initializer_range = initializer_range
-        self.norm_eps = norm_eps
-        self.position_embedding_type = position_embedding_type
-        self.rope_theta = rope_theta
-        self.norm_type = norm_type
-        self.norm_position = norm_position
-        self.token_mixer = token_mixer
-        self.pool_size = pool_size
-        self.use_bias = use_bias
-        self.embedding_norm = embedding_norm
-        self.final_norm = final_norm
-        self.add_pooling_layer = add_pooling_layer
-        self.tie_word_embeddings = tie_word_embeddings
-        kwargs["auto_map"] = {**AUTO_MAP, **(kwargs.get("auto_map") or {})}
-        super().__init__(pad_token_id=pad_token_id, **kwargs)
+        if self.pool_size < 1 or self.pool_size % 2 == 0:
+            raise ValueError(f"HfpipeConfig.pool_size must be a positive odd number, got {self.pool_size}")
+        if self.type_vocab_size < 0:
+            raise ValueError(
+                f"HfpipeConfig.type_vocab_size must be >= 0 (0 = no segment embeddings), got {self.type_vocab_size}"
+            )
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"HfpipeConfig.{name} must be in [0, 1), got {getattr(self, name)}")
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "HfpipeConfig":

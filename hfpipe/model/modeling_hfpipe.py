@@ -3,24 +3,26 @@
     from hfpipe import HfpipeConfig, HfpipeForMaskedLM
     model = HfpipeForMaskedLM(HfpipeConfig.from_preset("bert-mini", vocab_size=8192))
 
-Read top to bottom: position helpers -> embeddings -> token mixers (attention, pooling) -> MLP ->
-layer -> PreTrainedModel -> base model -> task heads. This file imports only torch, transformers and
-its sibling configuration file, so the pair ships to the Hub as remote code unchanged.
+Read top to bottom: helpers -> position schemes -> embeddings -> attention masks -> token mixers
+(attention, pooling) -> MLP -> layer -> PreTrainedModel -> base model -> task heads. This file imports
+only torch, transformers and its sibling configuration file, so the pair ships to the Hub as remote
+code unchanged.
 
 Shape legend (every reshape, transpose, split and merge below carries one of these comments):
     B  batch size                 T  tokens per row (sequence length)
     C  hidden size                H  attention heads             D  head dim = C / H
     I  MLP intermediate size      V  vocabulary size             L  number of labels
     N  positions with an MLM label (sparse prediction)           K  choices (multiple choice)
+    P  max_position_embeddings (rows of the learned position table)
 
 The four questions of the tutorial this grew from, answered where they are in the code:
   * What are Q, K and V and where do they come from?  `HfpipeSelfAttention.forward`: three learned
     linear maps of the same hidden states. Q asks, K is matched against Q to score every pair of
     tokens, V is what gets mixed by those scores.
-  * Is there a better positional encoding?  `position_embedding_type`: learned absolute (BERT),
-    fixed sinusoidal, rotary (RoPE: rotates Q and K so their dot product sees only relative
-    distance), ALiBi (a distance penalty added to the scores) or none. `hfpipe` ablation recipes
-    compare them.
+  * Is there a better positional encoding?  `position_embedding_type`, one `Positions` class each,
+    side by side: learned absolute (BERT), fixed sinusoidal, rotary (RoPE: rotates Q and K so their
+    dot product sees only relative distance), ALiBi (a distance penalty added to the scores) or none.
+    `hfpipe` ablation recipes compare them.
   * Why LayerNorm and not BatchNorm?  `make_norm`: a token's features are normalized over its own
     C features, so the result never depends on the other rows in the batch, on padding, or on
     batch size -- train and inference behave the same, one sequence at a time.
@@ -56,8 +58,26 @@ from transformers.utils.generic import can_return_tuple
 from .configuration_hfpipe import HfpipeConfig
 
 # ----------------------------------------------------------------------------------------------
-# Positions
+# Helpers: norms, activations, and where the tokens sit
 # ----------------------------------------------------------------------------------------------
+
+
+def make_norm(config: HfpipeConfig) -> nn.Module:
+    """LayerNorm or RMSNorm over the C features of each token (never over the batch: see the docstring)."""
+    if config.norm_type == "rmsnorm":
+        return nn.RMSNorm(config.hidden_size, eps=config.norm_eps)
+    return nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.use_bias)
+
+
+# hidden_act -> the nonlinearity. "geglu" and "swiglu" are gated (Shazeer, 2020): the MLP applies the
+# nonlinearity to one half of its up projection and multiplies the other half by it.
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"gelu": F.gelu, "geglu": F.gelu, "swiglu": F.silu}
+GATED_ACTS = ("geglu", "swiglu")
+
+
+def make_activation(config: HfpipeConfig) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The nonlinearity of `config.hidden_act`, shared by the MLP and the MLM head: GELU or SiLU."""
+    return ACTIVATIONS[config.hidden_act]
 
 
 def default_position_ids(batch_size: int, seq_len: int, device) -> torch.Tensor:
@@ -69,46 +89,6 @@ def document_ids_from_positions(position_ids: torch.Tensor) -> torch.Tensor:
     return torch.cumsum(position_ids == 0, dim=-1)  # (B, T)
 
 
-def sinusoidal_embeddings(position_ids: torch.Tensor, dim: int) -> torch.Tensor:
-    """Vaswani et al. (2017): feature 2i is sin(pos / 10000^(2i/C)), feature 2i+1 the cosine."""
-    inv_freq = 1.0 / 10000 ** (torch.arange(0, dim, 2, device=position_ids.device).float() / dim)  # (C/2,)
-    angles = position_ids[..., None].float() * inv_freq  # (B, T, 1) * (C/2,) -> (B, T, C/2)
-    return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-2)  # (B, T, C/2, 2) -> (B, T, C)
-
-
-def rotary_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """RoPE (Su et al., 2021): the angle for feature pair i at position p is p * theta^(-2i/D)."""
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=position_ids.device).float() / head_dim)  # (D/2,)
-    angles = position_ids[..., None].float() * inv_freq  # (B, T, 1) * (D/2,) -> (B, T, D/2)
-    angles = torch.cat([angles, angles], dim=-1)  # (B, T, D/2) -> (B, T, D)
-    return angles.cos().to(dtype)[:, None], angles.sin().to(dtype)[:, None]  # (B, 1, T, D): broadcast over heads
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate each feature pair (x_i, x_{i+D/2}) of Q or K by its position's angle."""
-    x1, x2 = x.chunk(2, dim=-1)  # (B, H, T, D) -> 2 x (B, H, T, D/2)
-    rotated_half = torch.cat([-x2, x1], dim=-1)  # 2 x (B, H, T, D/2) -> (B, H, T, D)
-    return x * cos + rotated_half * sin
-
-
-def alibi_slopes(num_heads: int) -> torch.Tensor:
-    """Press et al. (2021): head h penalizes distance with slope 2^(-8(h+1)/H) (interpolated if H is not a power of 2)."""
-
-    def geometric(n: int) -> list[float]:
-        return [2 ** (-8 * (i + 1) / n) for i in range(n)]
-
-    closest = 2 ** math.floor(math.log2(num_heads))
-    slopes = geometric(closest) + geometric(2 * closest)[0::2][: num_heads - closest]
-    return torch.tensor(slopes)  # (H,)
-
-
-def make_norm(config: HfpipeConfig) -> nn.Module:
-    """LayerNorm or RMSNorm over the C features of each token (never over the batch: see the docstring)."""
-    if config.norm_type == "rmsnorm":
-        return nn.RMSNorm(config.hidden_size, eps=config.norm_eps)
-    return nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.use_bias)
-
-
 @dataclass
 class TokenLayout:
     """Where the tokens sit, computed once per forward pass and shared by every layer."""
@@ -118,6 +98,157 @@ class TokenLayout:
     document_ids: torch.Tensor | None  # (B, T) packed document index of each token; None for one document per row
     rotary: tuple[torch.Tensor, torch.Tensor] | None  # (cos, sin), each (B, 1, T, D), for RoPE
     position_ids: torch.Tensor | None  # (B, T) as given, passed on to attention backends that use it (flash varlen)
+    positions: "Positions"  # the model's position scheme: attention asks it to rotate q and k
+
+
+# ----------------------------------------------------------------------------------------------
+# Positions: one class per position_embedding_type, all with the same interface
+# ----------------------------------------------------------------------------------------------
+
+
+class Positions(nn.Module):
+    """A position scheme: how the model learns where each token sits. One subclass per
+    `position_embedding_type`, each acting in one place only (or nowhere):
+
+        forward(position_ids, dtype) -> (B, T, C) added to the token embeddings      absolute, sinusoidal
+        rotary(position_ids, dtype)  -> (cos, sin), computed once per forward pass   rope
+        rotate(q, k, layout)         -> q and k rotated by position, in every layer  rope
+        bias(position_ids)           -> (B, H, T, T) added to the attention scores   alibi
+
+    Where a scheme does not act these return None (rotate: q and k unchanged). `position_ids` (B, T)
+    restart at 0 at each packed document. The model keeps its scheme at `embeddings.position_embeddings`,
+    BERT's name for its learned table.
+    """
+
+    def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+        return None
+
+    def rotary(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return None
+
+    def rotate(self, q: torch.Tensor, k: torch.Tensor, layout: TokenLayout) -> tuple[torch.Tensor, torch.Tensor]:
+        return q, k
+
+    def bias(self, position_ids: torch.Tensor) -> torch.Tensor | None:
+        return None
+
+
+class NoPositions(Positions):
+    """"none": no position information at all. Attention then sees a bag of tokens: the encoder is
+    permutation-equivariant (`hfpipe lessons positions` shows it)."""
+
+    def __init__(self, config: HfpipeConfig):
+        super().__init__()
+
+
+class AbsolutePositions(nn.Embedding, Positions):
+    """"absolute" (BERT): a learned vector per position, added to the token embedding.
+
+    An nn.Embedding: its (P, C) table is `embeddings.position_embeddings.weight`, as in BERT. It has no
+    row beyond P = max_position_embeddings, so longer inputs are refused."""
+
+    def __init__(self, config: HfpipeConfig):
+        super().__init__(config.max_position_embeddings, config.hidden_size)
+
+    def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        T = position_ids.shape[-1]
+        if T > self.num_embeddings:
+            raise ValueError(
+                f"sequence length {T} exceeds max_position_embeddings={self.num_embeddings}; "
+                "truncate the input (tokenizer truncation / data.block_size) or use a longer model"
+            )
+        return super().forward(position_ids)  # (B, T) -> (B, T, C): one table row per position
+
+
+class SinusoidalPositions(Positions):
+    """"sinusoidal" (Vaswani et al., 2017): fixed sin/cos waves of the position, added to the token
+    embedding. Feature 2i is sin(p / 10000^(2i/C)), feature 2i+1 the cosine. No parameters."""
+
+    def __init__(self, config: HfpipeConfig):
+        super().__init__()
+        self.hidden_size = config.hidden_size
+        # sin/cos have a per-feature RMS of 1/sqrt(2), ~35x the 0.02-std token embeddings at init: scaled
+        # to the token embeddings' init std so position does not drown out the token (Vaswani et al.
+        # instead multiply the token embeddings by sqrt(C)).
+        self.scale = config.initializer_range * math.sqrt(2)
+
+    def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        C = self.hidden_size
+        inv_freq = 1.0 / 10000 ** (torch.arange(0, C, 2, device=position_ids.device).float() / C)  # (C/2,)
+        angles = position_ids[..., None].float() * inv_freq  # (B, T, 1) * (C/2,) -> (B, T, C/2)
+        waves = torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-2)  # (B, T, C/2, 2) -> (B, T, C)
+        return self.scale * waves.to(dtype)
+
+
+class RotaryPositions(Positions):
+    """"rope" (Su et al., 2021): rotate each feature pair of Q and K by an angle proportional to the
+    position, in every layer. Rotating q by angle i*w and k by j*w leaves q.k depending on i - j only."""
+
+    def __init__(self, config: HfpipeConfig):
+        super().__init__()
+        self.head_dim = config.head_dim
+        self.theta = config.rope_theta
+
+    def rotary(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The angle for feature pair i at position p is p * theta^(-2i/D); computed once per forward."""
+        D = self.head_dim
+        inv_freq = 1.0 / self.theta ** (torch.arange(0, D, 2, device=position_ids.device).float() / D)  # (D/2,)
+        angles = position_ids[..., None].float() * inv_freq  # (B, T, 1) * (D/2,) -> (B, T, D/2)
+        angles = torch.cat([angles, angles], dim=-1)  # (B, T, D/2) -> (B, T, D)
+        return angles.cos().to(dtype)[:, None], angles.sin().to(dtype)[:, None]  # (B, 1, T, D): broadcast over heads
+
+    def rotate(self, q: torch.Tensor, k: torch.Tensor, layout: TokenLayout) -> tuple[torch.Tensor, torch.Tensor]:
+        cos, sin = layout.rotary  # (B, 1, T, D) each
+        return self.apply_rotary(q, cos, sin), self.apply_rotary(k, cos, sin)  # (B, H, T, D) each, rotated
+
+    @staticmethod
+    def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Rotate each feature pair (x_i, x_{i+D/2}) of Q or K by its position's angle."""
+        x1, x2 = x.chunk(2, dim=-1)  # (B, H, T, D) -> 2 x (B, H, T, D/2)
+        rotated_half = torch.cat([-x2, x1], dim=-1)  # 2 x (B, H, T, D/2) -> (B, H, T, D)
+        return x * cos + rotated_half * sin
+
+
+class AlibiPositions(Positions):
+    """"alibi" (Press et al., 2021): no vectors at all; head h adds -slope_h * |i - j| to the score of
+    query i against key j, so far-away keys are penalized, more steeply in some heads."""
+
+    def __init__(self, config: HfpipeConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+
+    def bias(self, position_ids: torch.Tensor) -> torch.Tensor:
+        distance = (position_ids[:, None, :] - position_ids[:, :, None]).abs()  # (B, 1, T) - (B, T, 1) -> (B, T, T)
+        slopes = self.slopes(self.num_heads).to(position_ids.device, torch.float32)  # (H,)
+        return -slopes[None, :, None, None] * distance[:, None]  # (1, H, 1, 1) * (B, 1, T, T) -> (B, H, T, T)
+
+    @staticmethod
+    def slopes(num_heads: int) -> torch.Tensor:
+        """Head h's slope is 2^(-8(h+1)/H) (interpolated if H is not a power of 2)."""
+
+        def geometric(n: int) -> list[float]:
+            return [2 ** (-8 * (i + 1) / n) for i in range(n)]
+
+        closest = 2 ** math.floor(math.log2(num_heads))
+        slopes = geometric(closest) + geometric(2 * closest)[0::2][: num_heads - closest]
+        return torch.tensor(slopes)  # (H,)
+
+
+POSITIONS: dict[str, type[Positions]] = {
+    "absolute": AbsolutePositions,
+    "sinusoidal": SinusoidalPositions,
+    "rope": RotaryPositions,
+    "alibi": AlibiPositions,
+    "none": NoPositions,
+}
+
+
+def make_positions(config: HfpipeConfig) -> Positions:
+    """The scheme named by `config.position_embedding_type`, built once; forward passes never branch on the name."""
+    kind = config.position_embedding_type
+    if kind not in POSITIONS:
+        raise ValueError(f"position_embedding_type={kind!r} must be one of {', '.join(POSITIONS)}")
+    return POSITIONS[kind](config)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -126,20 +257,18 @@ class TokenLayout:
 
 
 class HfpipeEmbeddings(nn.Module):
-    """token + segment + (absolute or sinusoidal) position embeddings -> norm -> dropout."""
+    """token + segment + position embeddings -> norm -> dropout.
+
+    `position_embeddings` holds the model's position scheme, whichever it is (BERT's name for its table);
+    only absolute and sinusoidal positions add a vector here, rope and alibi act inside attention."""
 
     def __init__(self, config: HfpipeConfig):
         super().__init__()
-        self.config = config
         self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
         self.token_type_embeddings = (
             nn.Embedding(config.type_vocab_size, config.hidden_size) if config.type_vocab_size > 0 else None
         )
-        self.position_embeddings = (
-            nn.Embedding(config.max_position_embeddings, config.hidden_size)
-            if config.position_embedding_type == "absolute"
-            else None
-        )
+        self.position_embeddings = make_positions(config)  # the position scheme, whichever it is
         self.norm = make_norm(config) if config.embedding_norm else nn.Identity()
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -149,15 +278,68 @@ class HfpipeEmbeddings(nn.Module):
             if token_type_ids is None:
                 token_type_ids = torch.zeros_like(position_ids)
             x = x + self.token_type_embeddings(token_type_ids)  # (B, T) -> (B, T, C)
-        if self.position_embeddings is not None:
-            x = x + self.position_embeddings(position_ids)  # (B, T) -> (B, T, C)
-        elif self.config.position_embedding_type == "sinusoidal":
-            # sin/cos have a per-feature RMS of 1/sqrt(2), ~35x the 0.02-std token embeddings at init: scaled
-            # to the token embeddings' init std so position does not drown out the token (Vaswani et al.
-            # instead multiply the token embeddings by sqrt(C)).
-            scale = self.config.initializer_range * math.sqrt(2)
-            x = x + scale * sinusoidal_embeddings(position_ids, self.config.hidden_size).to(x.dtype)  # (B, T, C)
+        positions = self.position_embeddings(position_ids, x.dtype)  # (B, T) -> (B, T, C), or None: no vector
+        if positions is not None:
+            x = x + positions
         return self.dropout(self.norm(x))
+
+
+# ----------------------------------------------------------------------------------------------
+# Attention masks: one builder per kind of attention backend
+# ----------------------------------------------------------------------------------------------
+# Every builder applies the same rule: a query attends to the real (not padded) keys of its own
+# document; a padded query may look anywhere in its row, which keeps its softmax finite (its output is
+# never used). The scheme's score bias (ALiBi) rides along where the backend takes one.
+
+
+def additive_mask(config: HfpipeConfig, x: torch.Tensor, token_mask, document_ids, bias) -> torch.Tensor | None:
+    """eager and sdpa: a float (B, 1|H, T, T) added to the scores: 0 (or the bias) where a query may
+    look, the dtype's most negative number where it may not."""
+    B, T, _ = x.shape
+    allowed = None
+    if token_mask is not None:
+        allowed = token_mask[:, None, None, :]  # (B, T) -> (B, 1, 1, T): real keys
+    if document_ids is not None:
+        same = document_ids[:, None, :, None] == document_ids[:, None, None, :]  # (B, 1, T, 1) vs (B, 1, 1, T) -> (B, 1, T, T)
+        if token_mask is not None:
+            same = same | ~token_mask[:, None, :, None]  # padded queries: (B, T) -> (B, 1, T, 1)
+        allowed = same if allowed is None else same & allowed  # (B, 1, T, T)
+    if allowed is None and bias is None:
+        return None  # attend everywhere: lets sdpa pick its fastest kernel
+    mask = torch.zeros(B, 1, T, T, device=x.device) if bias is None else bias
+    if allowed is not None:
+        mask = mask.masked_fill(~allowed, torch.finfo(x.dtype).min)  # (B, 1 or H, T, T)
+    return mask.to(x.dtype)
+
+
+def flex_mask(config: HfpipeConfig, x: torch.Tensor, token_mask, document_ids, bias):
+    """flex_attention (a BlockMask) and the flash kernels: transformers builds the mask from the
+    padding and a mask function. Neither takes an additive score bias here."""
+    if bias is not None:
+        raise ValueError(
+            f"position_embedding_type={config.position_embedding_type!r} needs an additive score bias, which "
+            f"attn_implementation={config._attn_implementation!r} does not take here; use 'sdpa' or 'eager'"
+        )
+    same_document = None
+    if document_ids is not None:
+        pad_query = ~token_mask if token_mask is not None else None
+
+        def same_document(b, h, q, kv):  # scalar indices of one (row, head, query, key)
+            ok = document_ids[b, q] == document_ids[b, kv]
+            return ok | pad_query[b, q] if pad_query is not None else ok
+
+    padding = token_mask.long() if token_mask is not None else None
+    return create_bidirectional_mask(config, inputs_embeds=x, attention_mask=padding, and_mask_function=same_document)
+
+
+# attn_implementation -> mask builder; any other backend (a registered custom one) gets the additive mask
+ATTENTION_MASKS: dict[str, Callable] = {
+    "eager": additive_mask,
+    "sdpa": additive_mask,
+    "flex_attention": flex_mask,
+    "flash_attention_2": flex_mask,
+    "flash_attention_3": flex_mask,
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -209,8 +391,7 @@ class HfpipeSelfAttention(nn.Module):
         q = q.view(B, T, H, D).transpose(1, 2)  # (B, T, C) -> (B, T, H, D) -> (B, H, T, D): head split
         k = k.view(B, T, H, D).transpose(1, 2)  # (B, T, C) -> (B, T, H, D) -> (B, H, T, D)
         v = v.view(B, T, H, D).transpose(1, 2)  # (B, T, C) -> (B, T, H, D) -> (B, H, T, D)
-        if layout.rotary is not None:
-            q, k = apply_rotary(q, *layout.rotary), apply_rotary(k, *layout.rotary)  # (B, H, T, D), rotated
+        q, k = layout.positions.rotate(q, k, layout)  # RoPE rotates q and k by position; other schemes: as is
 
         attention: Callable = eager_attention_forward
         if not output_attentions:  # only the eager path materializes the (B, H, T, T) probabilities
@@ -268,8 +449,8 @@ class HfpipeMLP(nn.Module):
 
     def __init__(self, config: HfpipeConfig):
         super().__init__()
-        self.gated = config.hidden_act in ("geglu", "swiglu")
-        self.act = F.silu if config.hidden_act == "swiglu" else F.gelu
+        self.gated = config.hidden_act in GATED_ACTS
+        self.act = make_activation(config)
         up_size = 2 * config.intermediate_size if self.gated else config.intermediate_size
         self.up = nn.Linear(config.hidden_size, up_size, bias=config.use_bias)
         self.down = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.use_bias)
@@ -371,72 +552,30 @@ class HfpipeModel(HfpipePreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
+    @property
+    def positions(self) -> Positions:
+        """The position scheme; it lives in the embeddings, under BERT's name for the position table."""
+        return self.embeddings.position_embeddings
+
     def get_input_embeddings(self):
         return self.embeddings.word_embeddings
 
     def set_input_embeddings(self, value):
         self.embeddings.word_embeddings = value
 
-    def _layout(self, attention_mask, position_ids, x: torch.Tensor, output_attentions: bool) -> TokenLayout:
-        B, T, _ = x.shape
-        config = self.config
-        if position_ids is not None:
-            position_ids = position_ids.expand(B, T)  # (1, T) broadcasts to every row
+    def _layout(self, attention_mask, position_ids, positions, x: torch.Tensor, output_attentions: bool) -> TokenLayout:
+        """Padding, packed documents and the position scheme's rotation and bias, once for all layers.
+
+        `position_ids` is what the caller passed (None: one document per row), `positions` what the model uses."""
         token_mask = attention_mask.bool() if attention_mask is not None and not attention_mask.all() else None
         document_ids = document_ids_from_positions(position_ids) if position_ids is not None else None
-        positions = position_ids if position_ids is not None else default_position_ids(B, T, x.device)
-        rotary = None
-        if config.position_embedding_type == "rope":
-            rotary = rotary_cos_sin(positions, config.head_dim, config.rope_theta, x.dtype)
         mask = None
-        if config.token_mixer == "attention":
-            backend = "eager" if output_attentions else config._attn_implementation
-            mask = self._attention_mask(backend, token_mask, document_ids, positions, x)
-        return TokenLayout(mask, token_mask, document_ids, rotary, position_ids)
-
-    def _attention_mask(self, backend, token_mask, document_ids, positions, x):
-        """Which key each query may attend to: real tokens (keys) of its own document."""
-        B, T, _ = x.shape
-        pad_query = ~token_mask if token_mask is not None else None
-
-        if backend in ("flex_attention", "flash_attention_2", "flash_attention_3"):
-            if self.config.position_embedding_type == "alibi":
-                raise ValueError(
-                    f"position_embedding_type='alibi' needs an additive score bias, which attn_implementation="
-                    f"{backend!r} does not take here; use 'sdpa' or 'eager'"
-                )
-            same_document = None
-            if document_ids is not None:
-
-                def same_document(b, h, q, kv):  # padded queries may look anywhere: keeps their rows finite
-                    ok = document_ids[b, q] == document_ids[b, kv]
-                    return ok | pad_query[b, q] if pad_query is not None else ok
-
-            padding = token_mask.long() if token_mask is not None else None
-            return create_bidirectional_mask(
-                self.config, inputs_embeds=x, attention_mask=padding, and_mask_function=same_document
-            )
-
-        # eager and sdpa: an additive float mask, 0 where allowed, a large negative number elsewhere.
-        allowed = None
-        if token_mask is not None:
-            allowed = token_mask[:, None, None, :]  # (B, T) -> (B, 1, 1, T): real keys
-        if document_ids is not None:
-            same = document_ids[:, None, :, None] == document_ids[:, None, None, :]  # (B, 1, T, 1) vs (B, 1, 1, T) -> (B, 1, T, T)
-            if pad_query is not None:
-                same = same | pad_query[:, None, :, None]
-            allowed = same if allowed is None else same & allowed  # (B, 1, T, T)
-        bias = None
-        if self.config.position_embedding_type == "alibi":
-            distance = (positions[:, None, :] - positions[:, :, None]).abs()  # (B, 1, T) - (B, T, 1) -> (B, T, T)
-            slopes = alibi_slopes(self.config.num_attention_heads).to(x.device, torch.float32)
-            bias = -slopes[None, :, None, None] * distance[:, None]  # (1, H, 1, 1) * (B, 1, T, T) -> (B, H, T, T)
-        if allowed is None and bias is None:
-            return None  # attend everywhere: lets sdpa pick its fastest kernel
-        mask = torch.zeros(B, 1, T, T, device=x.device) if bias is None else bias
-        if allowed is not None:
-            mask = mask.masked_fill(~allowed, torch.finfo(x.dtype).min)  # (B, 1 or H, T, T)
-        return mask.to(x.dtype)
+        if self.config.token_mixer == "attention":
+            backend = "eager" if output_attentions else self.config._attn_implementation
+            build_mask = ATTENTION_MASKS.get(backend, additive_mask)
+            mask = build_mask(self.config, x, token_mask, document_ids, self.positions.bias(positions))
+        rotary = self.positions.rotary(positions, x.dtype)
+        return TokenLayout(mask, token_mask, document_ids, rotary, position_ids, self.positions)
 
     @can_return_tuple
     def forward(
@@ -457,16 +596,13 @@ class HfpipeModel(HfpipePreTrainedModel):
             self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         )
         B, T = input_ids.shape if input_ids is not None else inputs_embeds.shape[:2]
-        if T > self.config.max_position_embeddings and self.config.position_embedding_type == "absolute":
-            raise ValueError(
-                f"sequence length {T} exceeds max_position_embeddings={self.config.max_position_embeddings}; "
-                "truncate the input (tokenizer truncation / data.block_size) or use a longer model"
-            )
         device = input_ids.device if input_ids is not None else inputs_embeds.device
-        positions = position_ids if position_ids is not None else default_position_ids(B, T, device)
+        if position_ids is not None:
+            position_ids = position_ids.expand(B, T)  # (1, T) broadcasts to every row
+        positions = position_ids if position_ids is not None else default_position_ids(B, T, device)  # (B, T)
 
         x = self.embeddings(input_ids, token_type_ids, positions, inputs_embeds)  # (B, T) -> (B, T, C)
-        layout = self._layout(attention_mask, position_ids, x, output_attentions)
+        layout = self._layout(attention_mask, position_ids, positions, x, output_attentions)
 
         all_hidden_states = (x,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
@@ -499,7 +635,7 @@ class HfpipeMLMHead(nn.Module):
     def __init__(self, config: HfpipeConfig):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size, bias=config.use_bias)
-        self.act = F.silu if config.hidden_act == "swiglu" else F.gelu
+        self.act = make_activation(config)
         self.norm = make_norm(config)
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
 

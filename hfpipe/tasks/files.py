@@ -1,6 +1,7 @@
 """Load a fine-tuning task's examples from the Hub or from local files, in the Hub's column layout.
 
-    from hfpipe.tasks.spec import TaskDataArgs, get_task, load_task_data
+    from hfpipe.tasks import get_task, load_task_data
+    from hfpipe.config import TaskDataArgs                   # the recipe's `data:` section
     spec = get_task("sst2")
     raw = load_task_data(spec, TaskDataArgs(train_file="../shared/data/sst2/train.tsv",
                                             validation_file="../shared/data/sst2/dev.tsv"))
@@ -37,7 +38,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import datasets
 
-    from hfpipe.tasks.spec import TaskDataArgs, TaskSpec
+    from hfpipe.config import TaskDataArgs
+    from hfpipe.tasks.spec import TaskSpec
 
 
 class TaskDataError(ValueError):

@@ -27,13 +27,11 @@ from torch import nn
 
 from ..model.configuration_hfpipe import HfpipeConfig
 from ..model.modeling_hfpipe import (
+    AlibiPositions,
     HfpipeForMaskedLM,
     HfpipeModel,
     TokenLayout,
-    alibi_slopes,
-    apply_rotary,
     make_norm,
-    rotary_cos_sin,
 )
 from .shapes import format_shapes, legend, trace_shapes
 
@@ -104,8 +102,9 @@ def lesson_qkv(seed: int = 0) -> dict[str, float]:
 
     # No positions inside attention: feed the mixer shuffled tokens, get the output shuffled the same way.
     perm = torch.randperm(T)
-    no_positions = TokenLayout(
-        attention_mask=None, token_mask=None, document_ids=None, rotary=None, position_ids=None
+    no_positions = TokenLayout(  # BERT's learned positions were added to the input: none act in here
+        attention_mask=None, token_mask=None, document_ids=None, rotary=None, position_ids=None,
+        positions=model.positions,
     )
     shuffled_out, _ = attn(x[:, perm], no_positions)
 
@@ -157,16 +156,16 @@ def _pair_scores(model: HfpipeModel, query_token: int, key_token: int, i: int, j
     """Layer 0's attention score of `query_token` at position i against `key_token` at position j, per head (H,).
 
     Runs the model's own embeddings (which add learned/sinusoidal positions) and qkv projection,
-    and its own rotary functions for RoPE."""
+    and its own position scheme's rotation of q and k (RoPE; the other schemes leave them as they are)."""
     config, attn = model.config, model.layers[0].mixer
     C, H, D = config.hidden_size, config.num_attention_heads, config.head_dim
     ids, positions = torch.tensor([[query_token, key_token]]), torch.tensor([[i, j]])  # (1, 2)
     x = model.embeddings(ids, None, positions)  # (1, 2) -> (1, 2, C): layer 0's input (post-norm BERT)
     q, k, _ = attn.qkv(x).split(C, dim=-1)  # (1, 2, 3C) -> 3 x (1, 2, C)
     q, k = q.view(1, 2, H, D).transpose(1, 2), k.view(1, 2, H, D).transpose(1, 2)  # (1, H, 2, D)
-    if config.position_embedding_type == "rope":
-        cos, sin = rotary_cos_sin(positions, D, config.rope_theta, x.dtype)  # (1, 1, 2, D)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+    rotary = model.positions.rotary(positions, x.dtype)  # RoPE: (cos, sin), each (1, 1, 2, D); else None
+    layout = TokenLayout(None, None, None, rotary, positions, model.positions)
+    q, k = model.positions.rotate(q, k, layout)
     return (q[0, :, 0] * k[0, :, 1]).sum(-1) * attn.scaling  # (H,): q_i . k_j / sqrt(D)
 
 
@@ -197,12 +196,12 @@ def lesson_positions(seed: int = 0) -> dict:
         before, after = _pair_scores(model, dog, man, i, j), _pair_scores(model, dog, man, i + s, j + s)
         result[f"{kind}_shift_score_diff"] = _maxdiff(before, after)
 
-    # (c) ALiBi: the model's own additive mask, compared with -slope * |i - j|.
+    # (c) ALiBi: the model's own score bias, compared with -slope * |i - j|.
     alibi = _tiny_model(seed, position_embedding_type="alibi")
     H, T = alibi.config.num_attention_heads, 5
     positions = torch.arange(T)[None]  # (1, T)
-    bias = alibi._attention_mask("eager", None, None, positions, torch.zeros(1, T, 1))[0]  # (H, T, T)
-    slopes = alibi_slopes(H)
+    bias = alibi.positions.bias(positions)[0]  # (1, H, T, T) -> (H, T, T)
+    slopes = AlibiPositions.slopes(H)
     distance = (positions[0, None, :] - positions[0, :, None]).abs()  # (1, T) - (T, 1) -> (T, T)
     result["alibi_slopes"] = slopes.tolist()
     result["alibi_bias_max_abs_diff"] = _maxdiff(bias, -slopes[:, None, None] * distance)
@@ -239,7 +238,7 @@ def lesson_positions(seed: int = 0) -> dict:
         RoPE builds the relative distance into the score: "the word 2 before me" means the same anywhere.
 
         (c) ALiBi adds no vectors at all: each head h adds -slope_h * |i - j| to the scores (relative
-        too), so far-away keys are penalized, more steeply in some heads. The model's own mask, T={T}:
+        too), so far-away keys are penalized, more steeply in some heads. The model's own bias, T={T}:
             slopes (H={H}), 2^(-8(h+1)/H)            {[round(x, 4) for x in r["alibi_slopes"]]}
             max |model bias - (-slope * |i - j|)|  {r["alibi_bias_max_abs_diff"]:.1e}
             head 0 bias row of query 0            {[round(x, 4) + 0.0 for x in bias[0, 0].tolist()]}

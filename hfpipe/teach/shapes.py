@@ -33,6 +33,7 @@ from torch.nn import functional as F
 from transformers import AttentionInterface
 
 from ..model.configuration_hfpipe import PRESETS, HfpipeConfig
+from ..model.modeling_hfpipe import GATED_ACTS, HfpipeForMaskedLM, HfpipeModel
 
 TRACE_IMPLEMENTATION = "hfpipe_trace"
 
@@ -128,145 +129,157 @@ def _tracing_attention(module, query, key, value, attention_mask, scaling, dropo
 AttentionInterface.register(TRACE_IMPLEMENTATION, _tracing_attention)
 
 
-def _hooks(model: nn.Module, tracer: _Tracer) -> list:
-    """Forward hooks that describe each module's input/output in the model's terms."""
-    config = model.config
-    pre_norm = config.norm_position == "pre"
-    gated = config.hidden_act in ("geglu", "swiglu")
-    handles = []
+class _Hooks:
+    """Forward hooks that add rows to a tracer; `remove` takes them all off again."""
 
-    def on_output(module, op, letters, note=""):
-        handles.append(
-            module.register_forward_hook(lambda m, args, out: tracer.add(m, op, _first(out), letters, note))
-        )
+    def __init__(self, tracer: _Tracer):
+        self.tracer = tracer
+        self.handles: list = []
 
-    def on_input(module, op, letters, note=""):
-        handles.append(
-            module.register_forward_pre_hook(lambda m, args: tracer.add(m, op, args[0], letters, note))
-        )
+    def before(self, module: nn.Module, op: str, letters: str, note: str = "") -> None:
+        """A row for the module's first input."""
+        self.call_before(module, lambda m, args: self.tracer.add(m, op, args[0], letters, note))
 
-    for path, module in model.named_modules():
-        name = path.rsplit(".", 1)[-1]
-        if name == "embeddings":
-            on_input(module, "input ids", "B T")
-        elif name == "word_embeddings":
-            on_output(
-                module,
-                "token embedding",
-                "B T C",
-                f"lookup: each id becomes a row of the (V, C={config.hidden_size}) table",
-            )
-        elif name == "token_type_embeddings":
-            on_output(module, "segment embedding", "B T C", "lookup in the (segments, C) table")
-        elif name == "position_embeddings":
-            on_output(
-                module,
-                "position embedding (learned)",
-                "B T C",
-                "lookup of positions 0..T-1 in the (max positions, C) table",
-            )
-        elif path.endswith("embeddings.norm"):
-            handles.append(module.register_forward_pre_hook(_embedding_sum(tracer, config)))
-            on_output(
-                module,
-                "embedding norm" if config.embedding_norm else "embedding norm (identity: off)",
-                "B T C",
-            )
-        elif name == "qkv":
-            handles.append(module.register_forward_hook(_qkv(tracer)))
-        elif name == "mixer" and config.token_mixer == "attention":
-            handles.append(module.register_forward_pre_hook(_rotary(tracer)))
-        elif name == "mixer":
-            on_output(
-                module,
-                "pooling mixer",
-                "B T C",
-                "average of each token's window minus the token: shape unchanged",
-            )
-        elif name == "out_proj":
-            H, D = config.num_attention_heads, config.head_dim
-            on_input(module, "head merge", "B T C", f"head merge: view H={H} x D={D} as C={H * D}")
-            on_output(module, "attention output projection", "B T C", "Linear C -> C")
-        elif name in ("mixer_norm", "mlp_norm"):
-            branch = "attention" if name == "mixer_norm" else "MLP"
-            if pre_norm:
-                if name == "mlp_norm":
-                    on_input(module, "residual: x + attention", "B T C")
-                on_output(module, f"pre-norm before {branch}", "B T C")
-            else:
-                on_input(module, f"residual: x + {branch}", "B T C")
-                on_output(module, f"post-norm after {branch}", "B T C")
-        elif name == "up":
-            width = f"2I={module.out_features}" if gated else f"I={module.out_features}"
-            on_output(
-                module, "MLP up", "B T 2I" if gated else "B T I", f"Linear C={module.in_features} -> {width}"
-            )
-        elif name == "down":
-            act = {
-                "gelu": "GELU",
-                "geglu": "GeGLU: GELU(gate) * value",
-                "swiglu": "SwiGLU: SiLU(gate) * value",
-            }[config.hidden_act]
-            I = module.in_features  # noqa: E741
-            note = (
-                f"split 2I={2 * I} into gate and value halves of I={I}, multiply"
-                if gated
-                else "elementwise: shape unchanged"
-            )
-            on_input(module, f"activation {act}", "B T I", note)
-            on_output(
-                module, "MLP down", "B T C", f"Linear I={module.in_features} -> C={module.out_features}"
-            )
-        elif path.endswith("layers." + name) and name.isdigit() and pre_norm:
-            on_output(module, "residual: x + MLP (layer output)", "B T C")
-        elif name == "final_norm":
-            on_output(module, "final norm" if config.final_norm else "final norm (identity: off)", "B T C")
-        elif name == "pooler":
-            on_input(module, "pooler input", "B T C")
-        elif path.endswith("pooler.dense"):
-            on_input(
-                module, "pooler: first token", "B C", "take the first ([CLS]) token: (B, T, C) -> (B, C)"
-            )
-            on_output(module, "pooler dense + tanh", "B C", "Linear C -> C")
-        elif name == "mlm_head":
-            on_input(module, "MLM head input", "B T C")
-        elif path.endswith("mlm_head.dense"):
-            on_output(module, "MLM transform dense", "B T C", "Linear C -> C")
-        elif path.endswith("mlm_head.norm"):
-            on_output(module, "MLM transform norm", "B T C")
-        elif path.endswith("mlm_head.decoder"):
-            on_output(
-                module,
-                "MLM decoder to vocabulary",
-                "B T V",
-                f"Linear C={module.in_features} -> V={module.out_features}",
-            )
-        elif name == "classifier":
-            letters = "B T L" if type(model).__name__.endswith("TokenClassification") else "B L"
-            on_output(module, "classifier", letters, f"Linear C -> L={module.out_features}")
-        elif name == "qa_outputs":
-            on_output(module, "QA start/end logits", "B T 2", "Linear C -> 2 (start, end)")
-    return handles
+    def after(self, module: nn.Module, op: str, letters: str, note: str = "") -> None:
+        """A row for the module's output (its first element when it returns a tuple)."""
+        self.call_after(module, lambda m, args, out: self.tracer.add(m, op, _first(out), letters, note))
+
+    def call_before(self, module: nn.Module, hook) -> None:
+        self.handles.append(module.register_forward_pre_hook(hook))
+
+    def call_after(self, module: nn.Module, hook) -> None:
+        self.handles.append(module.register_forward_hook(hook))
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
 
 
 def _first(out):
     return out[0] if isinstance(out, tuple) else out
 
 
+def _hooks(model: nn.Module, tracer: _Tracer) -> _Hooks:
+    """Hooks that describe each module's input/output in the model's terms, one describer per part."""
+    hooks = _Hooks(tracer)
+    for path, module in model.named_modules():  # each module name belongs to one describer
+        name = path.rsplit(".", 1)[-1]
+        for describe in (_describe_embeddings, _describe_mixer, _describe_mlp_and_norms, _describe_heads):
+            describe(hooks, model, path, name, module)
+    return hooks
+
+
+def _describe_embeddings(hooks: _Hooks, model: nn.Module, path: str, name: str, module: nn.Module) -> None:
+    config = model.config
+    if name == "embeddings":
+        hooks.before(module, "input ids", "B T")
+    elif name == "word_embeddings":
+        note = f"lookup: each id becomes a row of the (V, C={config.hidden_size}) table"
+        hooks.after(module, "token embedding", "B T C", note)
+    elif name == "token_type_embeddings":
+        hooks.after(module, "segment embedding", "B T C", "lookup in the (segments, C) table")
+    elif name == "position_embeddings":  # the position scheme: only absolute and sinusoidal return a vector
+        hooks.call_after(module, _position_embedding(hooks.tracer, config))
+    elif path.endswith("embeddings.norm"):
+        hooks.call_before(module, _embedding_sum(hooks.tracer, config))
+        hooks.after(module, "embedding norm" + ("" if config.embedding_norm else " (identity: off)"), "B T C")
+
+
+def _describe_mixer(hooks: _Hooks, model: nn.Module, path: str, name: str, module: nn.Module) -> None:
+    config = model.config
+    if name == "qkv":
+        hooks.call_after(module, _qkv(hooks.tracer))
+    elif name == "mixer" and config.token_mixer == "attention":
+        hooks.call_before(module, _rotary(hooks.tracer))
+    elif name == "mixer":
+        note = "average of each token's window minus the token: shape unchanged"
+        hooks.after(module, "pooling mixer", "B T C", note)
+    elif name == "out_proj":
+        H, D = config.num_attention_heads, config.head_dim
+        hooks.before(module, "head merge", "B T C", f"head merge: view H={H} x D={D} as C={H * D}")
+        hooks.after(module, "attention output projection", "B T C", "Linear C -> C")
+
+
+ACTIVATION_NAMES = {
+    "gelu": "GELU",
+    "geglu": "GeGLU: GELU(gate) * value",
+    "swiglu": "SwiGLU: SiLU(gate) * value",
+}
+
+
+def _describe_mlp_and_norms(hooks: _Hooks, model: nn.Module, path: str, name: str, module: nn.Module) -> None:
+    config = model.config
+    pre_norm, gated = config.norm_position == "pre", config.hidden_act in GATED_ACTS
+    if name in ("mixer_norm", "mlp_norm"):
+        branch = "attention" if name == "mixer_norm" else "MLP"
+        if pre_norm:
+            if name == "mlp_norm":
+                hooks.before(module, "residual: x + attention", "B T C")
+            hooks.after(module, f"pre-norm before {branch}", "B T C")
+        else:
+            hooks.before(module, f"residual: x + {branch}", "B T C")
+            hooks.after(module, f"post-norm after {branch}", "B T C")
+    elif name == "up":
+        width = f"2I={module.out_features}" if gated else f"I={module.out_features}"
+        note = f"Linear C={module.in_features} -> {width}"
+        hooks.after(module, "MLP up", "B T 2I" if gated else "B T I", note)
+    elif name == "down":
+        I = module.in_features  # noqa: E741
+        note = "elementwise: shape unchanged"
+        if gated:
+            note = f"split 2I={2 * I} into gate and value halves of I={I}, multiply"
+        hooks.before(module, f"activation {ACTIVATION_NAMES[config.hidden_act]}", "B T I", note)
+        hooks.after(module, "MLP down", "B T C", f"Linear I={I} -> C={module.out_features}")
+    elif path.endswith("layers." + name) and name.isdigit() and pre_norm:
+        hooks.after(module, "residual: x + MLP (layer output)", "B T C")
+    elif name == "final_norm":
+        hooks.after(module, "final norm" if config.final_norm else "final norm (identity: off)", "B T C")
+
+
+def _describe_heads(hooks: _Hooks, model: nn.Module, path: str, name: str, module: nn.Module) -> None:
+    if name == "pooler":
+        hooks.before(module, "pooler input", "B T C")
+    elif path.endswith("pooler.dense"):
+        note = "take the first ([CLS]) token: (B, T, C) -> (B, C)"
+        hooks.before(module, "pooler: first token", "B C", note)
+        hooks.after(module, "pooler dense + tanh", "B C", "Linear C -> C")
+    elif name == "mlm_head":
+        hooks.before(module, "MLM head input", "B T C")
+    elif path.endswith("mlm_head.dense"):
+        hooks.after(module, "MLM transform dense", "B T C", "Linear C -> C")
+    elif path.endswith("mlm_head.norm"):
+        hooks.after(module, "MLM transform norm", "B T C")
+    elif path.endswith("mlm_head.decoder"):
+        V = module.out_features
+        hooks.after(module, "MLM decoder to vocabulary", "B T V", f"Linear C={module.in_features} -> V={V}")
+    elif name == "classifier":
+        letters = "B T L" if type(model).__name__.endswith("TokenClassification") else "B L"
+        hooks.after(module, "classifier", letters, f"Linear C -> L={module.out_features}")
+    elif name == "qa_outputs":
+        hooks.after(module, "QA start/end logits", "B T 2", "Linear C -> 2 (start, end)")
+
+
+# (operation, note) of the position schemes that add a vector to the embeddings; the others return None
+POSITION_ROWS = {
+    "absolute": ("position embedding (learned)", "lookup of positions 0..T-1 in the (max positions, C) table"),
+    "sinusoidal": ("position embedding (sinusoidal)", "fixed sin/cos of each position, no parameters"),
+}
+
+
+def _position_embedding(tracer: _Tracer, config: HfpipeConfig):
+    def hook(module, args, out):
+        if out is not None:
+            op, note = POSITION_ROWS[config.position_embedding_type]
+            tracer.add(module, op, out, "B T C", note)
+
+    return hook
+
+
 def _embedding_sum(tracer: _Tracer, config: HfpipeConfig):
     def hook(module, args):
-        x = args[0]
-        if config.position_embedding_type == "sinusoidal":
-            tracer.add(
-                module,
-                "position embedding (sinusoidal)",
-                x,
-                "B T C",
-                "fixed sin/cos of each position, no parameters (derived)",
-            )
         parts = ["token"] + ["segment"] * (config.type_vocab_size > 0)
-        parts += ["position"] * (config.position_embedding_type in ("absolute", "sinusoidal"))
-        tracer.add(module, "embedding sum", x, "B T C", " + ".join(parts) + ", elementwise")
+        parts += ["position"] * (config.position_embedding_type in POSITION_ROWS)
+        tracer.add(module, "embedding sum", args[0], "B T C", " + ".join(parts) + ", elementwise")
 
     return hook
 
@@ -311,7 +324,7 @@ def _rotary(tracer: _Tracer):
 @contextmanager
 def _traced(model: nn.Module):
     tracer = _Tracer({id(m): path or "(root)" for path, m in model.named_modules()})
-    handles = _hooks(model, tracer)
+    hooks = _hooks(model, tracer)
     previous = model.config._attn_implementation
     uses_attention = model.config.token_mixer == "attention"
     if uses_attention:
@@ -321,8 +334,7 @@ def _traced(model: nn.Module):
         yield tracer
     finally:
         _ACTIVE.pop()
-        for handle in handles:
-            handle.remove()
+        hooks.remove()
         if uses_attention:
             model.set_attn_implementation(previous)
 
@@ -404,8 +416,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..model.modeling_hfpipe import HfpipeForMaskedLM, HfpipeModel
-
     for name in ("batch_size", "seq_len"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")

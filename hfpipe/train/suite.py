@@ -49,8 +49,7 @@ from typing import Any
 
 import hfpipe
 
-from ..config.recipe import RecipeError, load_recipe
-from ..config.recipe_types import FinetuneRecipe
+from ..config import FinetuneRecipe, RecipeError, load_recipe
 from ..tasks.spec import get_task
 
 COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {

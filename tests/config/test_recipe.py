@@ -1,6 +1,6 @@
-"""Tests for hfpipe/recipe.py: precedence, error messages, YAML handling, round trip, secrets, help.
+"""Tests for hfpipe/config: precedence, error messages, YAML handling, round trip, secrets, help.
 
-.venv/bin/pytest tests/test_recipe.py -q
+.venv/bin/pytest tests/config/test_recipe.py -q
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, Literal
 import pytest
 import yaml
 
-from hfpipe.config.recipe import (
+from hfpipe.config import (
     EvalArgs,
     HubArgs,
     ModelArgs,
@@ -335,14 +335,14 @@ def test_field_help_reads_attribute_docstrings():
     assert "## train: Optimization, schedule, budget, precision and checkpointing." in text
 
 
-# --- the real top-level recipes (need data.py, tokenizer.py, masking.py, tasks.py) -----------------
+# --- the real top-level recipes (hfpipe.config) ---------------------------------------------------
 
 
 def _recipe_types():
     try:
-        import hfpipe.config.recipe_types as recipe_types
+        import hfpipe.config as recipe_types
     except ImportError as e:
-        pytest.skip(f"hfpipe.config.recipe_types does not import yet: {e}")
+        pytest.skip(f"hfpipe.config does not import yet: {e}")
     return recipe_types
 
 

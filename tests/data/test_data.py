@@ -16,12 +16,12 @@ import pytest
 import torch
 from datasets import Dataset, IterableDataset
 
-from hfpipe.config.recipe import RecipeError
+from hfpipe.config import DataArgs, RecipeError, SourceArgs, TokenizerArgs
 from hfpipe.data import corpus, packing
 from hfpipe.data import sources as data
 from hfpipe.data.packing import shard_for_process, tokenize_dataset
-from hfpipe.data.sources import DataArgs, DataSourceError, SourceArgs, collate, iter_texts, load_text_datasets
-from hfpipe.data.tokenizer import TokenizerArgs, train_tokenizer
+from hfpipe.data.sources import DataSourceError, collate, iter_texts, load_text_datasets
+from hfpipe.data.tokenizer import train_tokenizer
 
 WORDS = (
     "the of and to in is was for on as with by he at from his an were are which this be or first also new "

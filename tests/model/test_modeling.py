@@ -1,7 +1,7 @@
 """The hfpipe model family on tiny configs: every option trains, padding and packing change nothing,
 backends agree, heads compute the losses they claim, and save/load is exact.
 
-    .venv/bin/pytest tests/test_modeling.py -q
+    .venv/bin/pytest tests/model/test_modeling.py -q
 
 Sizes are tiny (C=32, H=2, 2 layers, V=100): the file takes ~45 s of CPU on 2 cores, a third of it
 FlexAttention compiling its CPU kernel (two flex tests).
@@ -195,6 +195,29 @@ def test_from_preset_unknown_name_lists_the_presets():
     with pytest.raises(ValueError, match="bert-huge") as err:
         HfpipeConfig.from_preset("bert-huge")
     assert "bert-mini" in str(err.value) and "modern-base" in str(err.value)
+
+
+def test_config_json_holds_exactly_the_architecture_fields():
+    """What config.json holds for a preset (transformers writes `to_diff_dict`): the fields, their
+    values and nothing else, whatever shape HfpipeConfig's constructor takes."""
+    saved = HfpipeConfig.from_preset("modern-tiny", vocab_size=1000).to_diff_dict()
+    assert saved.pop("transformers_version")
+    assert set(saved.pop("auto_map")) >= {"AutoConfig", "AutoModel", "AutoModelForMaskedLM"}
+    assert saved == {
+        "vocab_size": 1000, "hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+        "intermediate_size": 256, "hidden_act": "geglu", "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0, "classifier_dropout": None, "max_position_embeddings": 512,
+        "type_vocab_size": 0, "initializer_range": 0.02, "norm_eps": 1e-12, "position_embedding_type": "rope",
+        "rope_theta": 10000.0, "norm_type": "layernorm", "norm_position": "pre", "token_mixer": "attention",
+        "pool_size": 3, "use_bias": False, "embedding_norm": True, "final_norm": True,
+        "tie_word_embeddings": True, "add_pooling_layer": True, "pad_token_id": 0, "model_type": "hfpipe",
+    }  # fmt: skip
+
+
+def test_config_equality_compares_the_architecture():
+    assert tiny() == tiny()
+    assert tiny(hidden_size=64) != tiny()  # before the fields were declared, these compared equal
+    assert tiny(position_embedding_type="rope") != tiny()
 
 
 # ----------------------------------------------------------------------------------------------

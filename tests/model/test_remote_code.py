@@ -1,6 +1,6 @@
 """Saved hfpipe folders load with `trust_remote_code=True` on a machine where hfpipe is not installed.
 
-    .venv/bin/pytest tests/test_remote_code.py -q
+    .venv/bin/pytest tests/model/test_remote_code.py -q
 
 One subprocess (imports cost a few seconds) loads a folder per head with every Auto class, runs the
 inputs saved here and prints the max abs difference from the outputs computed in this process.

@@ -1,23 +1,20 @@
-"""Tests for hfpipe.tasks.metrics: each offline evaluate module against its reference library.
+"""Tests for hfpipe.tasks.metrics: each function against its library, SQuAD against the official rules.
 
-Run: .venv/bin/pytest tests/test_metrics.py -q
+Run: .venv/bin/pytest tests/tasks/test_metrics.py -q
 
 Inputs are random but seeded and non-trivial (several classes, ties, imperfect predictions), and every
-module is compared with scikit-learn / scipy / seqeval on the same inputs. SQuAD is checked against
-scores worked out by hand from the official v1.1 rules.
+function is compared with scikit-learn / scipy / seqeval on the same inputs. SQuAD is checked against
+scores worked out by hand from the official v1.1 rules, and on the real dev set against the official
+script's scoring, written out here step by step.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
+import re
+import string
+from collections import Counter
 from fractions import Fraction
-from pathlib import Path
 
-import evaluate
 import numpy as np
 import pytest
 import scipy.stats
@@ -25,9 +22,8 @@ import seqeval.metrics
 import seqeval.scheme
 import sklearn.metrics
 
-from hfpipe.tasks import metrics
-
-REPO = Path(__file__).resolve().parents[2]
+from hfpipe.config import TaskDataArgs
+from hfpipe.tasks import TASKS, compute_task_metrics, get_task, load_task_data, metrics
 
 
 @pytest.fixture
@@ -44,51 +40,10 @@ def noisy_labels(rng: np.random.Generator, n: int, num_classes: int, error_rate:
     return predictions.tolist(), references.tolist()
 
 
-# --- the package ---------------------------------------------------------------------------------------
-
-
-def test_every_metric_folder_is_registered_and_loadable_by_plain_evaluate():
-    folders = {p.parent.name for p in Path(metrics.__file__).parent.glob("*/*.py")}
-    assert folders == set(metrics.METRIC_NAMES)
-    for name in metrics.METRIC_NAMES:
-        folder = Path(metrics.path(name))
-        assert (folder / f"{name}.py").is_file()
-        module = evaluate.load(str(folder))  # the local-module convention, without hfpipe's wrapper
-        assert isinstance(module, evaluate.Metric)
-        assert module.name == name
-        assert module.description and module.citation
-
-
-def test_unknown_metric_names_the_valid_ones():
-    with pytest.raises(ValueError, match=r"Unknown metric 'acuracy'; hfpipe ships: accuracy, f1, .*squad"):
-        metrics.load("acuracy")
-    with pytest.raises(ValueError, match="Unknown metric 'glue'"):
-        metrics.path("glue")
-
-
-def test_load_gives_each_instance_its_own_experiment_id_unless_asked():
-    a, b = metrics.load("accuracy"), metrics.load("accuracy")
-    assert a.experiment_id != b.experiment_id
-    assert metrics.load("accuracy", experiment_id="shared").experiment_id == "shared"
-    distributed = metrics.load("accuracy", num_process=2, process_id=1)
-    assert distributed.experiment_id == "default_experiment"  # evaluate's rendez-vous needs a shared id
-    # Interleaved use of two instances keeps their data apart.
-    a.add_batch(predictions=[1, 1], references=[1, 1])
-    b.add_batch(predictions=[0, 1], references=[1, 1])
-    assert b.compute() == {"accuracy": 0.5}
-    assert a.compute() == {"accuracy": 1.0}
-
-
-def test_combine_accuracy_and_f1(rng):
-    predictions, references = noisy_labels(rng, 300, 2, 0.3)
-    combined = metrics.combine(["accuracy", "f1"])
-    assert isinstance(combined, evaluate.CombinedEvaluations)
-    assert combined.compute(predictions=predictions, references=references) == {
-        "accuracy": sklearn.metrics.accuracy_score(references, predictions),
-        "f1": sklearn.metrics.f1_score(references, predictions),
-    }
-    with pytest.raises(TypeError, match=r"list of metric names.*\['accuracy'\]"):
-        metrics.combine("accuracy")
+def test_every_metric_of_the_task_table_is_a_function_here():
+    names = {name for spec in TASKS.values() for name in spec.metrics}
+    assert names == {"accuracy", "f1", "matthews_correlation", "pearsonr", "spearmanr", "seqeval", "squad"}
+    assert all(callable(getattr(metrics, name)) for name in names)
 
 
 # --- classification ------------------------------------------------------------------------------------
@@ -97,44 +52,39 @@ def test_combine_accuracy_and_f1(rng):
 def test_accuracy_matches_sklearn(rng):
     predictions, references = noisy_labels(rng, 500, 3, 0.4)
     weights = rng.random(500).tolist()
-    accuracy = metrics.load("accuracy")
-    assert accuracy.compute(predictions=predictions, references=references) == {
-        "accuracy": sklearn.metrics.accuracy_score(references, predictions)
-    }
-    got = accuracy.compute(
-        predictions=predictions, references=references, normalize=False, sample_weight=weights
-    )
+    want = sklearn.metrics.accuracy_score(references, predictions)
+    assert metrics.accuracy(predictions, references) == want
+    got = metrics.accuracy(predictions, references, normalize=False, sample_weight=weights)
     want = sklearn.metrics.accuracy_score(references, predictions, normalize=False, sample_weight=weights)
-    assert got["accuracy"] == pytest.approx(want, rel=1e-12, abs=0)
-    assert 0.5 < got["accuracy"] / sum(weights) < 0.9  # the inputs are neither perfect nor random
+    assert got == pytest.approx(want, rel=1e-12, abs=0)
+    assert 0.5 < got / sum(weights) < 0.9  # the inputs are neither perfect nor random
 
 
 def test_f1_matches_sklearn_for_every_average(rng):
-    f1 = metrics.load("f1")
     predictions, references = noisy_labels(rng, 400, 2, 0.35)
     for pos_label in (0, 1):
-        got = f1.compute(predictions=predictions, references=references, pos_label=pos_label)
-        assert got == {"f1": sklearn.metrics.f1_score(references, predictions, pos_label=pos_label)}
+        got = metrics.f1(predictions, references, pos_label=pos_label)
+        assert got == sklearn.metrics.f1_score(references, predictions, pos_label=pos_label)
     predictions, references = noisy_labels(rng, 400, 4, 0.5)
     weights = rng.random(400).tolist()
     scores = set()
     for average in ("micro", "macro", "weighted"):
-        got = f1.compute(
-            predictions=predictions, references=references, average=average, sample_weight=weights
-        )
+        got = metrics.f1(predictions, references, average=average, sample_weight=weights)
         want = sklearn.metrics.f1_score(references, predictions, average=average, sample_weight=weights)
-        assert got["f1"] == pytest.approx(want, rel=1e-12, abs=0)
-        scores.add(round(got["f1"], 12))
+        assert got == pytest.approx(want, rel=1e-12, abs=0)
+        scores.add(round(got, 12))
     assert len(scores) == 3  # the averages really differ on these inputs
-    with pytest.raises(ValueError, match=r"average='samples' is not supported; use one of \['binary'"):
-        f1.compute(predictions=predictions, references=references, average="samples")
+    # "weighted" weights classes by their reference counts: swapping the arguments changes it.
+    swapped = metrics.f1(references, predictions, average="weighted")
+    assert swapped != pytest.approx(metrics.f1(predictions, references, average="weighted"), rel=1e-9)
+    with pytest.raises(ValueError, match="Samplewise metrics are not available"):  # sklearn's own error
+        metrics.f1(predictions, references, average="samples")
 
 
 def test_matthews_correlation_matches_sklearn(rng):
-    mcc = metrics.load("matthews_correlation")
     for num_classes in (2, 5):
         predictions, references = noisy_labels(rng, 400, num_classes, 0.5)
-        got = mcc.compute(predictions=predictions, references=references)["matthews_correlation"]
+        got = metrics.matthews_correlation(predictions, references)
         assert got == sklearn.metrics.matthews_corrcoef(references, predictions)
         assert 0.2 < got < 0.9
 
@@ -143,21 +93,24 @@ def test_matthews_correlation_matches_sklearn(rng):
 
 
 @pytest.mark.parametrize(
-    ("name", "reference_fn", "pvalue_key"),
-    [("pearsonr", scipy.stats.pearsonr, "p-value"), ("spearmanr", scipy.stats.spearmanr, "spearmanr_pvalue")],
+    ("name", "reference_fn"), [("pearsonr", scipy.stats.pearsonr), ("spearmanr", scipy.stats.spearmanr)]
 )
-def test_correlations_match_scipy(rng, name, reference_fn, pvalue_key):
+def test_correlations_match_scipy(rng, name, reference_fn):
     references = rng.normal(size=60)
     predictions = 0.3 * references + rng.normal(size=60)
     predictions = np.round(predictions, 1)  # ties, so spearman's average ranks are exercised
-    metric = metrics.load(name)
-    got = metric.compute(predictions=predictions.tolist(), references=references.tolist(), return_pvalue=True)
-    want = reference_fn(references, predictions)
-    assert set(got) == {name, pvalue_key}
-    assert got[name] == pytest.approx(float(want[0]), rel=1e-12, abs=1e-15)
-    assert got[pvalue_key] == pytest.approx(float(want[1]), rel=1e-12, abs=1e-15)
-    assert 0.05 < got[name] < 0.8
-    assert set(metric.compute(predictions=predictions.tolist(), references=references.tolist())) == {name}
+    got = getattr(metrics, name)(predictions.tolist(), references.tolist())
+    assert got == pytest.approx(float(reference_fn(references, predictions)[0]), rel=1e-12, abs=1e-15)
+    assert 0.05 < got < 0.8
+
+
+def test_regression_scores_are_computed_in_float64(rng):
+    """A head returns float32; scipy would correlate float32 arrays in float32, so the glue casts first."""
+    references = rng.uniform(0, 5, 300).astype(np.float32)
+    predictions = (references + rng.normal(0, 1, 300)).astype(np.float32)
+    got = compute_task_metrics(get_task("stsb"), predictions[:, None], references)
+    want = scipy.stats.pearsonr(references.astype(np.float64), predictions.astype(np.float64))[0]
+    assert got["pearson"] == float(want)  # scipy 1.17 on the float32 arrays gives another number
 
 
 # --- sequence labelling --------------------------------------------------------------------------------
@@ -190,43 +143,30 @@ def random_tags(rng: np.random.Generator, n_sentences: int):
 @pytest.mark.parametrize("mode", [None, "strict"])
 def test_seqeval_matches_seqeval(rng, mode):
     predictions, references = random_tags(rng, 80)
-    kwargs = {"mode": mode, "scheme": "IOB2" if mode else None, "zero_division": 0}
-    got = metrics.load("seqeval").compute(predictions=predictions, references=references, **kwargs)
-    lib_kwargs = {"mode": mode, "scheme": seqeval.scheme.IOB2 if mode else None, "zero_division": 0}
-    report = seqeval.metrics.classification_report(references, predictions, output_dict=True, **lib_kwargs)
-    for entity_type in ("PER", "LOC", "ORG", "MISC"):
-        assert got[entity_type] == {
-            "precision": report[entity_type]["precision"],
-            "recall": report[entity_type]["recall"],
-            "f1": report[entity_type]["f1-score"],
-            "number": report[entity_type]["support"],
-        }
-    assert got["overall_precision"] == seqeval.metrics.precision_score(references, predictions, **lib_kwargs)
-    assert got["overall_recall"] == seqeval.metrics.recall_score(references, predictions, **lib_kwargs)
-    assert got["overall_f1"] == seqeval.metrics.f1_score(references, predictions, **lib_kwargs)
-    assert got["overall_accuracy"] == seqeval.metrics.accuracy_score(references, predictions)
-    assert 0.3 < got["overall_f1"] < 0.95
+    kwargs = {"mode": mode, "scheme": seqeval.scheme.IOB2 if mode else None, "zero_division": 0}
+    got = metrics.seqeval(predictions, references, **kwargs)
+    assert got == {
+        "f1": seqeval.metrics.f1_score(references, predictions, **kwargs),
+        "precision": seqeval.metrics.precision_score(references, predictions, **kwargs),
+        "recall": seqeval.metrics.recall_score(references, predictions, **kwargs),
+        "accuracy": seqeval.metrics.accuracy_score(references, predictions),
+    }
+    # The overall (micro) row of seqeval's report, which evaluate's seqeval reported as overall_*.
+    report = seqeval.metrics.classification_report(references, predictions, output_dict=True, **kwargs)
+    micro = report["micro avg"]
+    assert got["precision"] == micro["precision"] and got["recall"] == micro["recall"]
+    assert got["f1"] == micro["f1-score"]
+    assert got["precision"] != got["recall"]  # so swapped arguments would be caught
+    assert 0.3 < got["f1"] < 0.95
 
 
 def test_seqeval_strict_mode_rejects_ill_formed_entities():
     # "I-PER" without a "B-PER" is an entity under the lenient conlleval rules, but not in strict IOB2.
     predictions, references = [["O", "I-PER", "I-PER"]], [["O", "B-PER", "I-PER"]]
-    seqeval_metric = metrics.load("seqeval")
-    assert seqeval_metric.compute(predictions=predictions, references=references)["overall_f1"] == 1.0
-    strict = seqeval_metric.compute(
-        predictions=predictions, references=references, mode="strict", scheme="IOB2", zero_division=0
-    )
-    assert strict["overall_f1"] == 0.0
-
-
-def test_seqeval_rejects_unknown_scheme_and_mode():
-    tags = [["B-PER", "O"]]
-    # A fresh instance per failing call: evaluate keeps a failed compute's cache-file lock held by that
-    # instance, so the next compute on it would wait 1 s for that lock before using another file.
-    with pytest.raises(ValueError, match=r"scheme='BIO' is not supported; use one of \['IOB1', 'IOB2'"):
-        metrics.load("seqeval").compute(predictions=tags, references=tags, scheme="BIO", mode="strict")
-    with pytest.raises(ValueError, match=r"mode='lenient' is not supported"):
-        metrics.load("seqeval").compute(predictions=tags, references=tags, mode="lenient")
+    assert metrics.seqeval(predictions, references)["f1"] == 1.0
+    strict_iob2 = {"mode": "strict", "scheme": seqeval.scheme.IOB2, "zero_division": 0}
+    strict = metrics.seqeval(predictions, references, **strict_iob2)
+    assert strict["f1"] == 0.0
 
 
 # --- SQuAD ---------------------------------------------------------------------------------------------
@@ -234,10 +174,6 @@ def test_seqeval_rejects_unknown_scheme_and_mode():
 
 def squad_ref(qid: str, *texts: str) -> dict:
     return {"id": qid, "answers": {"text": list(texts), "answer_start": [0] * len(texts)}}
-
-
-def squad_pred(qid: str, text: str) -> dict:
-    return {"id": qid, "prediction_text": text}
 
 
 @pytest.mark.parametrize(
@@ -260,9 +196,7 @@ def squad_pred(qid: str, text: str) -> dict:
     ],
 )
 def test_squad_single_question_by_hand(prediction, answers, exact_match, f1):
-    got = metrics.load("squad").compute(
-        predictions=[squad_pred("q", prediction)], references=[squad_ref("q", *answers)]
-    )
+    got = metrics.squad({"q": prediction}, [squad_ref("q", *answers)])
     assert got["exact_match"] == 100.0 * exact_match
     assert got["f1"] == pytest.approx(100.0 * float(f1), rel=1e-12)
 
@@ -273,90 +207,82 @@ def test_squad_averages_over_questions_and_scores_unanswered_as_zero():
         squad_ref("b", "Martin Luther King Jr."),
         squad_ref("c", "1976"),
         squad_ref("d", "the moon"),
+        squad_ref("f", "."),  # normalises to "": only an empty prediction matches, a missing one does not
     ]
-    predictions = [  # in a different order than the references; "d" is missing, "e" is not asked
-        squad_pred("c", "in 1976"),  # EM 0, F1: P = 1/2, R = 1 -> 2/3
-        squad_pred("e", "the moon"),  # ignored, as in the official script
-        squad_pred("a", "paris"),  # EM 1, F1 1
-        squad_pred("b", "Martin Luther King"),  # EM 0, F1 6/7
-    ]
-    with pytest.warns(UserWarning, match=r"1 question\(s\) have no prediction and score 0, e.g. id='d'"):
-        got = metrics.load("squad").compute(predictions=predictions, references=references)
-    assert got["exact_match"] == 25.0
-    assert got["f1"] == pytest.approx(100 * float((1 + Fraction(6, 7) + Fraction(2, 3)) / 4), rel=1e-12)
+    predictions = {  # in a different order than the references; "d" and "f" are missing, "e" is not asked
+        "c": "in 1976",  # EM 0, F1: P = 1/2, R = 1 -> 2/3
+        "e": "the moon",  # ignored, as in the official script
+        "a": "paris",  # EM 1, F1 1
+        "b": "Martin Luther King",  # EM 0, F1 6/7
+    }
+    with pytest.warns(UserWarning, match=r"2 question\(s\) have no prediction and score 0, e.g. id='d'"):
+        got = metrics.squad(predictions, references)
+    assert got["exact_match"] == 20.0
+    assert got["f1"] == pytest.approx(100 * float((1 + Fraction(6, 7) + Fraction(2, 3)) / 5), rel=1e-12)
+    assert metrics.squad({"f": ""}, [squad_ref("f", ".")]) == {"exact_match": 100.0, "f1": 0.0}
 
 
-def test_squad_rejects_reference_without_answers():
+def test_squad_rejects_reference_without_answers_and_no_references():
     with pytest.raises(ValueError, match=r"reference id='x' has no answers"):
-        metrics.load("squad").compute(predictions=[squad_pred("x", "a")], references=[squad_ref("x")])
+        metrics.squad({"x": "a"}, [squad_ref("x")])
+    with pytest.raises(ValueError, match="no references"):
+        metrics.squad({"x": "a"}, [])
 
 
-# --- offline, concurrent loading -----------------------------------------------------------------------
+def official_squad_v1_1(articles: list[dict], predictions: dict[str, str]) -> dict[str, float]:
+    """The official SQuAD v1.1 evaluation script's scoring, step for step, over its nested dev JSON."""
 
-_WORKER = textwrap.dedent(
-    """
-    import json, socket, sys, time
-    from pathlib import Path
+    def normalize(s: str) -> str:
+        s = s.lower()
+        s = "".join(ch for ch in s if ch not in set(string.punctuation))
+        s = re.sub(r"\b(a|an|the)\b", " ", s)
+        return " ".join(s.split())
 
-    def no_network(*args, **kwargs):
-        raise OSError("network access attempted")
-    socket.socket.connect = socket.socket.connect_ex = no_network
-    socket.create_connection = socket.getaddrinfo = no_network
+    def f1(prediction: str, truth: str) -> float:
+        common = Counter(normalize(prediction).split()) & Counter(normalize(truth).split())
+        same = sum(common.values())
+        if same == 0:
+            return 0
+        precision = 1.0 * same / len(normalize(prediction).split())
+        recall = 1.0 * same / len(normalize(truth).split())
+        return (2 * precision * recall) / (precision + recall)
 
-    from hfpipe.tasks import metrics
-
-    # Barrier: both workers start loading together, after their slow imports.
-    barrier, me, peers = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-    (barrier / me).touch()
-    deadline = time.monotonic() + 60
-    while len(list(barrier.iterdir())) < peers and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-    timings, results = {}, {}
-    for attempt in ("first", "second"):
-        start = time.perf_counter()
-        loaded = {name: metrics.load(name) for name in metrics.METRIC_NAMES}
-        timings[attempt] = time.perf_counter() - start
-    start = time.perf_counter()
-    results = loaded["accuracy"].compute(predictions=[0, 1, 1, 0], references=[0, 1, 0, 0])
-    timings["compute"] = time.perf_counter() - start
-    print(json.dumps({"timings": timings, "results": results}))
-    """
-)
+    exact_match = f1_sum = total = 0
+    for article in articles:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                total += 1
+                if qa["id"] not in predictions:
+                    continue
+                truths = [answer["text"] for answer in qa["answers"]]
+                prediction = predictions[qa["id"]]
+                exact_match += max(normalize(prediction) == normalize(t) for t in truths)
+                f1_sum += max(f1(prediction, t) for t in truths)
+    return {"exact_match": 100.0 * exact_match / total, "f1": 100.0 * f1_sum / total}
 
 
-def test_two_offline_processes_load_from_a_fresh_cache_without_network(tmp_path):
-    """Two processes (as accelerate launches them) populate one empty module cache at the same time."""
-    env = dict(
-        os.environ,
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        HF_MODULES_CACHE=str(tmp_path / "modules"),
-        HF_METRICS_CACHE=str(tmp_path / "metrics"),
-        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    )
-    barrier = tmp_path / "barrier"
-    barrier.mkdir()
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-c", _WORKER, str(barrier), str(rank), "2"],
-            env=env,
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for rank in range(2)
-    ]
-    reports = []
-    for worker in workers:
-        stdout, stderr = worker.communicate(timeout=120)
-        assert worker.returncode == 0, stderr[-3000:]
-        reports.append(json.loads(stdout.strip().splitlines()[-1]))
-    for report in reports:
-        assert report["results"] == {"accuracy": 0.75}
-        assert report["timings"]["second"] < 2.0  # cached: no download attempt, no lock wait
-    cached = sorted(p.relative_to(tmp_path / "modules") for p in (tmp_path / "modules").rglob("*.py"))
-    for name in metrics.METRIC_NAMES:
-        assert len([p for p in cached if p.name == f"{name}.py"]) == 1  # one copy, shared by both
-    assert not list((tmp_path / "metrics").rglob("*.arrow"))  # compute removed its cache files
+@pytest.mark.shared_data
+def test_squad_equals_the_official_script_on_the_dev_set(shared_data):
+    import json
+
+    path = shared_data / "squad-v1.1/dev.json"
+    dev = load_task_data(get_task("squad"), TaskDataArgs(validation_file=str(path)))["validation"]
+    predictions = {}
+    for i, (qid, context, answers) in enumerate(zip(dev["id"], dev["context"], dev["answers"])):
+        start, text = answers["answer_start"][0], answers["text"][0]
+        kind = i % 6  # exact, a window around the answer, case and articles, a wrong span, empty, missing
+        if kind == 0:
+            predictions[qid] = text
+        elif kind == 1:
+            predictions[qid] = context[max(0, start - 12) : start + len(text) + 4]
+        elif kind == 2:
+            predictions[qid] = "The " + answers["text"][-1].upper() + "!"
+        elif kind == 3:
+            predictions[qid] = context[:25]
+        elif kind == 4:
+            predictions[qid] = ""
+    want = official_squad_v1_1(json.loads(path.read_text())["data"], predictions)
+    with pytest.warns(UserWarning, match="have no prediction"):
+        got = metrics.squad(predictions, dev)
+    assert got == want
+    assert 25 < got["exact_match"] < got["f1"] < 75  # neither perfect nor empty

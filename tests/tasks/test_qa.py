@@ -1,6 +1,6 @@
 """Tests for hfpipe.tasks.qa: SQuAD windows with document stride, and offset post-processing back to text.
 
-Run: .venv/bin/pytest tests/test_qa.py -q
+Run: .venv/bin/pytest tests/tasks/test_qa.py -q
 
 The real-data tests use every 25th question of ../shared/data/squad-v1.1/dev.json (423 questions from
 all 48 articles) and a WordPiece tokenizer trained here on that text (1,000 pieces, so words split
@@ -19,14 +19,14 @@ import pytest
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import BertTokenizer
 
-from hfpipe.config.recipe import RecipeError
+from hfpipe.config import RecipeError, TaskDataArgs
+from hfpipe.tasks import compute_task_metrics, get_task, load_task_data, preprocess
 from hfpipe.tasks.files import split_squad_by_article
 from hfpipe.tasks.qa import (
     postprocess_qa_predictions,
     prepare_qa_eval_features,
     prepare_qa_train_features,
 )
-from hfpipe.tasks.spec import TaskDataArgs, compute_task_metrics, get_task, load_task_data, preprocess
 
 MAX_LENGTH, STRIDE = 128, 48
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

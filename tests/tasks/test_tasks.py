@@ -1,6 +1,6 @@
-"""Tests for hfpipe.tasks.spec / hfpipe.tasks.files: the task table, loading, tokenization and metric glue.
+"""Tests for hfpipe.tasks: the task table (spec.py), loading (files.py), tokenization (preprocess.py), metric glue.
 
-Run: .venv/bin/pytest tests/test_tasks.py -q
+Run: .venv/bin/pytest tests/tasks/test_tasks.py -q
 
 Real-data tests read ../shared/data (skipped with a reason when absent) and check the counts its
 README verified. Everything else uses small files written here, a hand-made WordPiece vocabulary (so
@@ -20,11 +20,10 @@ import seqeval.metrics
 import sklearn.metrics
 from transformers import BertTokenizer
 
-from hfpipe.config.recipe import RecipeError, from_dict
-from hfpipe.tasks.spec import (
+from hfpipe.config import FinetuneRecipe, RecipeError, TaskDataArgs, from_dict, load_recipe
+from hfpipe.tasks import (
     CONLL_TAGS,
     TASKS,
-    TaskDataArgs,
     TaskDataError,
     align_labels_with_words,
     compute_task_metrics,
@@ -476,11 +475,6 @@ def test_every_task_has_a_recipe_named_for_it():
 
 @pytest.mark.parametrize("path", FINETUNE_RECIPES, ids=lambda p: p.stem)
 def test_finetune_recipe_validates_and_matches_its_task(path):
-    try:
-        from hfpipe.config.recipe import load_recipe
-        from hfpipe.config.recipe_types import FinetuneRecipe
-    except ImportError as e:
-        pytest.skip(f"hfpipe.config.recipe_types does not import yet: {e}")
     recipe = load_recipe(path, FinetuneRecipe)
     spec = get_task(recipe.task)
     assert path.stem == spec.name and recipe.data.dataset_name == spec.hub_dataset

@@ -1,6 +1,6 @@
 """`hfpipe lessons`: each of the tutorial's four answers rests on numbers; these tests hold the numbers.
 
-.venv/bin/pytest tests/test_lessons.py -q
+.venv/bin/pytest tests/teach/test_lessons.py -q
 """
 
 import argparse

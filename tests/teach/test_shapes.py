@@ -1,6 +1,6 @@
 """`hfpipe shapes` names every dimension change; `hfpipe attention` plots the model's real attentions.
 
-.venv/bin/pytest tests/test_shapes.py -q
+.venv/bin/pytest tests/teach/test_shapes.py -q
 """
 
 import argparse
@@ -102,6 +102,28 @@ def test_pooling_mixer_trace():
     _, rows = trace("bert-tiny", HfpipeModel, T=6, token_mixer="pooling")
     assert find(rows, "layers.1.mixer", "pooling mixer").shape == (2, 6, 128)
     assert not any("head split" in r.op for r in rows)
+
+
+def test_position_rows_come_from_the_position_scheme_module():
+    _, rows = trace("bert-tiny", HfpipeModel, T=6, position_embedding_type="sinusoidal")
+    row = find(rows, "embeddings.position_embeddings", "position embedding (sinusoidal)")
+    assert row.named == "(B=2, T=6, C=128)" and "no parameters" in row.note
+    assert find(rows, "embeddings.norm", "embedding sum").note == "token + segment + position, elementwise"
+    for kind in ("rope", "alibi", "none"):  # these add no vector to the embeddings: no row
+        _, rows = trace("bert-tiny", HfpipeModel, T=6, position_embedding_type=kind)
+        assert not any(r.op.startswith("position embedding") for r in rows), kind
+        assert find(rows, "embeddings.norm", "embedding sum").note == "token + segment, elementwise"
+
+
+def test_trace_leaves_no_hooks_and_the_same_outputs():
+    model, _ = trace("modern-tiny", HfpipeForMaskedLM, T=6)
+    for path, module in model.named_modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks, path
+    ids = torch.randint(1, 500, (2, 6), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        trace_shapes(model, ids)
+        assert torch.equal(model(input_ids=ids).logits, before)
 
 
 def test_format_shapes_limits_layers():

@@ -4,6 +4,7 @@ starting from a transformers BERT checkpoint converted on the fly."""
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import launch
@@ -11,8 +12,7 @@ import pytest
 import torch
 
 from hfpipe import HfpipeConfig, HfpipeForMaskedLM
-from hfpipe.config.recipe import load_recipe
-from hfpipe.config.recipe_types import FinetuneRecipe
+from hfpipe.config import FinetuneRecipe, load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 GOOD = "good great fine lovely superb".split()
@@ -29,7 +29,8 @@ def sentence(rng: random.Random, positive: bool) -> str:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     """A tiny pretrained-looking hfpipe folder, and SST-2 / CoNLL / SQuAD files to fine-tune on."""
-    from hfpipe.data.tokenizer import TokenizerArgs, train_tokenizer
+    from hfpipe.config import TokenizerArgs
+    from hfpipe.data.tokenizer import train_tokenizer
 
     root = tmp_path_factory.mktemp("ft")
     rng = random.Random(0)
@@ -118,7 +119,8 @@ def test_early_stopping_stops_after_patience(workspace):
 
 
 def test_two_processes_give_the_same_metrics_as_one(workspace):
-    common = {"train.num_epochs": "null", "train.max_steps": 3, "train.group_by_length": "false"}
+    common = {"train.num_epochs": "null", "train.max_steps": 3, "train.group_by_length": "false",
+              "train.save_every_steps": 3}
     recipe = str(REPO / "recipes/finetune/glue/sst2.yaml")
     one = launch.run(launch.hfpipe_command("finetune", recipe,
                                            *overrides(workspace, "one", **common, **{"train.batch_size": 8})))
@@ -130,6 +132,10 @@ def test_two_processes_give_the_same_metrics_as_one(workspace):
     r2 = json.loads((workspace / "two/results.json").read_text())
     assert r2["accuracy"] == r1["accuracy"]  # 37 dev rows, split 19/18: each counted exactly once
     assert r2["final_train_loss"] == pytest.approx(r1["final_train_loss"], rel=1e-4)
+    # the token count (train.max_tokens' measure) is the whole global batch's, whatever the process count
+    s1, s2 = (json.loads((workspace / out / "checkpoints/step-00000003/trainer_state.json").read_text())
+              for out in ("one", "two"))
+    assert s2["tokens"] == s1["tokens"] > 0
 
 
 def test_ner_and_qa_heads_train_and_report_their_metrics(workspace):
@@ -158,7 +164,7 @@ def test_starts_from_a_transformers_bert_checkpoint(workspace, tmp_path):
     bert.save_pretrained(tmp_path / "bert")
     tokenizer.save_pretrained(tmp_path / "bert")
     from hfpipe import HfpipeForSequenceClassification
-    from hfpipe.train.training import load_encoder
+    from hfpipe.model.load import load_encoder
 
     converted = load_encoder(str(tmp_path / "bert"), HfpipeForSequenceClassification, num_labels=2)
     assert torch.equal(converted.model.embeddings.word_embeddings.weight, bert.bert.embeddings.word_embeddings.weight)
@@ -168,3 +174,50 @@ def test_starts_from_a_transformers_bert_checkpoint(workspace, tmp_path):
     config = json.loads((workspace / "from-bert/final/config.json").read_text())
     assert config["model_type"] == "hfpipe" and config["hidden_size"] == 32
     assert 0.0 <= results["accuracy"] <= 1.0
+
+
+def test_nan_loss_stops_fine_tuning_with_a_training_error(workspace):
+    from hfpipe.train.finetune import build_model, finetune
+    from hfpipe.train.step import TrainingError
+
+    def broken(recipe, spec):  # every weight NaN: the very first loss is NaN
+        model = build_model(recipe, spec)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(float("nan"))
+        return model
+
+    recipe = load_recipe(REPO / "recipes/finetune/glue/sst2.yaml", FinetuneRecipe, overrides(
+        workspace, "nan", **{"train.num_epochs": "null", "train.max_steps": 3}))
+    with pytest.raises(TrainingError, match=r"loss is nan at step 1; stopping\. The last good checkpoint is kept in "
+                                            r".*nan/checkpoints\. Lower train\.lr"):
+        finetune(recipe, model_factory=broken)
+
+
+def test_resumed_fine_tune_continues_its_clock_and_token_count(workspace):
+    from hfpipe.train.finetune import finetune
+
+    def run(**extra):
+        items = overrides(workspace, "clock", **{"train.num_epochs": "null", "train.max_steps": 4,
+                                                 "train.save_every_steps": 2, "train.eval_every_steps": 2, **extra})
+        return finetune(load_recipe(REPO / "recipes/finetune/glue/sst2.yaml", FinetuneRecipe, items))
+
+    def crash_after_step_2(elapsed: float) -> None:  # as if killed after the step-2 checkpoint, clock at `elapsed`
+        shutil.rmtree(checkpoints / "step-00000004")
+        saved = json.loads((checkpoints / "step-00000002/trainer_state.json").read_text())
+        (checkpoints / "step-00000002/trainer_state.json").write_text(json.dumps({**saved, "elapsed": elapsed}))
+
+    full = run()
+    checkpoints = workspace / "clock" / "checkpoints"
+    end = json.loads((checkpoints / "step-00000004/trainer_state.json").read_text())
+    crash_after_step_2(elapsed=1000.0)
+    resumed = run(**{"train.resume": "auto"})
+    again = json.loads((checkpoints / "step-00000004/trainer_state.json").read_text())
+    assert again["elapsed"] > 1000.0  # the clock continued from the checkpoint
+    assert again["tokens"] == end["tokens"] > 0
+    assert resumed["final_train_loss"] == full["final_train_loss"] and resumed["history"] == full["history"]
+
+    # the restored clock counts against a time budget: 1000 s already spent of 10 minutes, no step is taken
+    crash_after_step_2(elapsed=1000.0)
+    stopped = run(**{"train.resume": "auto", "train.max_minutes": 10})
+    assert stopped["steps"] == 2 and [h["step"] for h in stopped["history"]] == [2]

@@ -14,8 +14,7 @@ import launch
 import pytest
 import torch
 
-from hfpipe.config.recipe import RecipeError, load_recipe
-from hfpipe.config.recipe_types import PretrainRecipe
+from hfpipe.config import PretrainRecipe, RecipeError, load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 WORDS = (
@@ -39,7 +38,8 @@ def tiny_overrides(tmp_path: Path, out: str, **extra) -> list[str]:
     if not corpus.exists():
         write_corpus(corpus)
     if not tokenizer.exists():  # one tokenizer for every run of a test: runs differ only in what is tested
-        from hfpipe.data.tokenizer import TokenizerArgs, train_tokenizer
+        from hfpipe.config import TokenizerArgs
+        from hfpipe.data.tokenizer import train_tokenizer
 
         args = TokenizerArgs(vocab_size=200, min_frequency=1)
         train_tokenizer(corpus.read_text().splitlines(), args, output_dir=tokenizer)
@@ -183,7 +183,8 @@ def test_two_processes_match_one_process_with_twice_the_batch(tmp_path):
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
-    from hfpipe.train.pretrain import TrainingError, pretrain
+    from hfpipe.train.pretrain import pretrain
+    from hfpipe.train.step import TrainingError
 
     recipe = load_recipe(
         REPO / "recipes/pretrain/tiny.yaml",

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from hfpipe.train.budget import Budget
 from hfpipe.train.schedule import SCHEDULES, lr_factor
-from hfpipe.train.training import Budget
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine", "wsd", "constant"])

@@ -116,7 +116,8 @@ def sentence(rng: random.Random) -> str:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     """A tiny hfpipe model folder, and SST-2, CoLA, MNLI and STS-B files (~40 rows each)."""
-    from hfpipe.data.tokenizer import TokenizerArgs, train_tokenizer
+    from hfpipe.config import TokenizerArgs
+    from hfpipe.data.tokenizer import train_tokenizer
 
     root = tmp_path_factory.mktemp("suite")
     rng = random.Random(0)

@@ -1,0 +1,134 @@
+"""What a run reports: metrics.jsonl, throughput and model-FLOPs utilization, trackers, the loss plot."""
+
+import importlib.util
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from ..model.configuration_hfpipe import HfpipeConfig
+
+# ----------------------------------------------------------------------------------------------
+# metrics.jsonl and the loss curve
+# ----------------------------------------------------------------------------------------------
+
+
+class MetricsLog:
+    """`output_dir/metrics.jsonl`: one JSON object per logged step (main process only)."""
+
+    def __init__(self, path: Path, enabled: bool, resume_step: int | None):
+        self.path = path
+        self.enabled = enabled
+        if enabled and resume_step is not None and path.exists():
+            # Drop entries logged after the checkpoint we resume from: they will be logged again.
+            kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= resume_step]
+            path.write_text("".join(line + "\n" for line in kept))
+        elif enabled and resume_step is None and path.exists():
+            path.unlink()
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def read_metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def plot_curves(metrics_path: Path, png_path: Path, title: str) -> Path | None:
+    """Training loss (and eval loss where logged) against step, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(metrics_path) if Path(metrics_path).exists() else []
+    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+    if not train and not evals:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    if train:
+        ax.plot(*zip(*train), label="train loss")
+    if evals:
+        ax.plot(*zip(*evals), marker="o", label="eval loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path)
+    plt.close(fig)
+    return png_path
+
+
+# ----------------------------------------------------------------------------------------------
+# Throughput and model-FLOPs utilization
+# ----------------------------------------------------------------------------------------------
+
+
+class Throughput:
+    """Tokens per second over the window since the last call."""
+
+    def __init__(self, tokens: int = 0):
+        self.last_time = time.perf_counter()
+        self.last_tokens = tokens
+
+    def update(self, tokens: int) -> float:
+        now = time.perf_counter()
+        rate = (tokens - self.last_tokens) / max(now - self.last_time, 1e-9)
+        self.last_time, self.last_tokens = now, tokens
+        return rate
+
+
+# Dense bf16/fp16 tensor-core peaks (TFLOP/s) for model-FLOPs utilization; set tracking.peak_tflops otherwise.
+_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "A10G": 125.0, "L4": 121.0, "4090": 165.0, "V100": 125.0}
+
+
+def peak_flops(device: torch.device, override_tflops: float | None) -> float | None:
+    if override_tflops:
+        return override_tflops * 1e12
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, tflops in _PEAK_TFLOPS.items():
+            if key in name:
+                return tflops * 1e12
+    return None
+
+
+def mlm_flops_per_token(config: HfpipeConfig, seq_len: int, mask_ratio: float) -> float:
+    """Training FLOPs per input token (forward + backward = 3 x forward, 2 FLOPs per MAC).
+
+    Linear layers: 6 x their parameters; attention scores and weighted sum: 12 x L x C x T; the MLM
+    head (dense + decoder) runs only on the masked fraction (sparse prediction)."""
+    C, L, inter = config.hidden_size, config.num_hidden_layers, config.intermediate_size
+    up = 2 * inter if config.hidden_act in ("geglu", "swiglu") else inter
+    layer_params = 4 * C * C + C * up + inter * C if config.token_mixer == "attention" else C * up + inter * C
+    attention = 12 * L * C * seq_len if config.token_mixer == "attention" else 0
+    head = 6 * (C * C + C * config.vocab_size) * mask_ratio
+    return 6 * L * layer_params + attention + head
+
+
+# ----------------------------------------------------------------------------------------------
+# Experiment trackers (tracking.report_to)
+# ----------------------------------------------------------------------------------------------
+
+
+def available_trackers(report_to: list[str]) -> list[str]:
+    """The requested trackers whose package is installed (a missing one is skipped, not an error)."""
+    modules = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}
+    return [name for name in report_to if importlib.util.find_spec(modules[name]) is not None]
+
+
+def flat_config(d: dict, prefix: str = "") -> dict:
+    """A nested recipe dict as {"section.key": scalar}: what trackers accept as a run's config."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flat_config(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out
