@@ -24,6 +24,16 @@ _EXP_FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
 class _Loader(yaml.SafeLoader):
     """SafeLoader with YAML 1.2 booleans, exponent floats and no dates; duplicate keys are errors."""
 
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[str, int] = {}  # key -> the line it was first set on
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                if key_node.value in seen:
+                    problem = f"duplicate key {key_node.value!r} (first set on line {seen[key_node.value]})"
+                    raise yaml.constructor.ConstructorError(None, None, problem, key_node.start_mark)
+                seen[key_node.value] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
 
 _Loader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _TIMESTAMP)]
@@ -31,22 +41,6 @@ _Loader.yaml_implicit_resolvers = {
 }
 _Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 _Loader.add_implicit_resolver(_FLOAT, _EXP_FLOAT, list("-+0123456789"))
-
-
-def _construct_map(loader: _Loader, node: yaml.MappingNode) -> dict:
-    seen: dict[str, int] = {}
-    for key_node, _ in node.value:
-        if isinstance(key_node, yaml.ScalarNode):
-            if key_node.value in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key_node.value!r} (first set on line {seen[key_node.value]})",
-                    key_node.start_mark,
-                )  # fmt: skip
-            seen[key_node.value] = key_node.start_mark.line + 1
-    return loader.construct_yaml_map(node)
-
-
-_Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
 
 
 class _Dumper(yaml.SafeDumper):
