@@ -120,6 +120,10 @@ class HfpipeConfig(PreTrainedConfig):
         final_norm: normalize the last hidden state (needed with pre-norm).
         tie_word_embeddings: share the MLM decoder weight with the input embedding.
         add_pooling_layer: the BERT pooler (Linear + tanh on the first token) used by classifiers.
+        sparse_prediction: given labels, the MLM head computes logits only where labels != -100 and
+            returns them as (N, V) (ModernBERT's option, off as there): at 15-30% masking that skips most
+            of the head's compute. Off, logits are (B, T, V) as BertForMaskedLM's. hfpipe's pretraining
+            turns it on for its own steps (`HfpipeForMaskedLM.sparse_prediction`), not in the config.
     """
 
     model_type = "hfpipe"
@@ -149,6 +153,7 @@ class HfpipeConfig(PreTrainedConfig):
     final_norm: bool = False
     tie_word_embeddings: bool = True
     add_pooling_layer: bool = True
+    sparse_prediction: bool = False
     pad_token_id: int = 0
 
     def __post_init__(self, **kwargs):

@@ -42,6 +42,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import PreTrainedModel
 from transformers import initialization as init
+from transformers.loss.loss_utils import fixed_cross_entropy
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
@@ -53,6 +54,8 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_hfpipe import HfpipeConfig
@@ -94,7 +97,7 @@ class TokenLayout:
     """Where the tokens sit, computed once per forward pass and shared by every layer."""
 
     attention_mask: object  # what the attention backend wants: None, an additive (B, 1|H, T, T) tensor, or a flex BlockMask
-    token_mask: torch.Tensor | None  # (B, T) bool, True for real tokens; None when nothing is padded
+    token_mask: torch.Tensor | None  # (B, T) bool, True for real tokens; None without an attention_mask
     document_ids: torch.Tensor | None  # (B, T) packed document index of each token; None for one document per row
     rotary: tuple[torch.Tensor, torch.Tensor] | None  # (cos, sin), each (B, 1, T, D), for RoPE
     position_ids: torch.Tensor | None  # (B, T) as given, passed on to attention backends that use it (flash varlen)
@@ -566,8 +569,10 @@ class HfpipeModel(HfpipePreTrainedModel):
     def _layout(self, attention_mask, position_ids, positions, x: torch.Tensor, output_attentions: bool) -> TokenLayout:
         """Padding, packed documents and the position scheme's rotation and bias, once for all layers.
 
-        `position_ids` is what the caller passed (None: one document per row), `positions` what the model uses."""
-        token_mask = attention_mask.bool() if attention_mask is not None and not attention_mask.all() else None
+        `position_ids` is what the caller passed (None: one document per row), `positions` what the model uses.
+        No branch looks at the mask's values (an all-ones mask is applied like any other, with the same
+        result): torch.export, ONNX and torch.compile trace one graph for every batch."""
+        token_mask = attention_mask.bool() if attention_mask is not None else None
         document_ids = document_ids_from_positions(position_ids) if position_ids is not None else None
         mask = None
         if self.config.token_mixer == "attention":
@@ -587,7 +592,7 @@ class HfpipeModel(HfpipePreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPooling:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
@@ -644,9 +649,14 @@ class HfpipeMLMHead(nn.Module):
 
 
 class HfpipeForMaskedLM(HfpipePreTrainedModel):
-    """Masked-language modelling. With `labels`, logits are computed only where labels != -100
-    (sparse prediction: at 15-30% masking most of a full head's compute would be thrown away), so
-    `logits` is then (N, V) in the order of `labels[labels != -100]`; without labels it is (B, T, V)."""
+    """Masked-language modelling, BERT's way: (B, T, V) logits, and with `labels` the cross-entropy over
+    the positions whose label is not -100.
+
+    With sparse prediction on, the head runs only where labels != -100 (at 15-30% masking most of a
+    full head's compute would be thrown away), and `logits` is then (N, V) in the order of
+    `labels[labels != -100]`. `self.sparse_prediction` starts as `config.sparse_prediction` (default
+    False); hfpipe's pretraining sets it on the module for its own steps, so the folder it saves keeps
+    the config's value and behaves like BertForMaskedLM wherever it goes."""
 
     _tied_weights_keys = {"mlm_head.decoder.weight": "model.embeddings.word_embeddings.weight"}
 
@@ -654,6 +664,7 @@ class HfpipeForMaskedLM(HfpipePreTrainedModel):
         super().__init__(config)
         self.model = HfpipeModel(config, add_pooling_layer=False)
         self.mlm_head = HfpipeMLMHead(config)
+        self.sparse_prediction = config.sparse_prediction
         self.post_init()
 
     def get_output_embeddings(self):
@@ -663,25 +674,40 @@ class HfpipeForMaskedLM(HfpipePreTrainedModel):
         self.mlm_head.decoder = new_embeddings
 
     @can_return_tuple
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None, **kwargs):
-        outputs = self.model(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-                             output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> MaskedLMOutput:
+        outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                             position_ids=position_ids, inputs_embeds=inputs_embeds, return_dict=True, **kwargs)
         hidden = outputs.last_hidden_state  # (B, T, C)
-        loss = None
-        if labels is not None:
+        if labels is not None and self.sparse_prediction:
             selected = labels != -100  # (B, T)
             hidden = hidden[selected]  # (B, T, C) -> (N, C): only positions that have a label
             labels = labels[selected]  # (B, T) -> (N,)
-        logits = self.mlm_head(hidden)  # (N, C) -> (N, V), or (B, T, C) -> (B, T, V)
-        if labels is not None:
-            loss = F.cross_entropy(logits.float(), labels)
+        logits = self.mlm_head(hidden)  # (B, T, C) -> (B, T, V), or (N, C) -> (N, V)
+        loss = None
+        if labels is not None:  # mean over the labelled tokens, or their sum / Trainer's num_items_in_batch
+            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
         return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
                               attentions=outputs.attentions)
 
 
-def sequence_classification_loss(config: HfpipeConfig, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Regression (MSE), single-label (cross-entropy) or multi-label (BCE), chosen like transformers does."""
+def sequence_classification_loss(model: HfpipePreTrainedModel, logits: torch.Tensor, labels: torch.Tensor,
+                                 **kwargs: Unpack[TransformersKwargs]) -> torch.Tensor:
+    """transformers' sequence-classification loss: MSE (regression), cross-entropy (single-label) or BCE
+    (multi-label), the problem type inferred from num_labels and the label dtype as transformers does.
+
+    Its cross-entropy divides the summed loss by Trainer's `num_items_in_batch` (the labels of all the
+    accumulated micro-batches); its MSE and BCE are means over this batch only, so they are rescaled here
+    to the same sum / num_items_in_batch, and gradient accumulation is exact for all three."""
+    config = model.config
     if config.problem_type is None:
         if config.num_labels == 1:
             config.problem_type = "regression"
@@ -689,11 +715,13 @@ def sequence_classification_loss(config: HfpipeConfig, logits: torch.Tensor, lab
             config.problem_type = "single_label_classification"
         else:
             config.problem_type = "multi_label_classification"
-    if config.problem_type == "regression":
-        return F.mse_loss(logits.squeeze(-1).float(), labels.float()) if config.num_labels == 1 else F.mse_loss(logits, labels)
-    if config.problem_type == "single_label_classification":
-        return F.cross_entropy(logits.view(-1, config.num_labels).float(), labels.view(-1))  # (B, L), (B,)
-    return F.binary_cross_entropy_with_logits(logits.float(), labels.float())  # (B, L), (B, L)
+    single_label = config.problem_type == "single_label_classification"
+    labels = labels if single_label else labels.float()
+    loss = model.loss_function(labels=labels, pooled_logits=logits.float(), config=config, **kwargs)
+    num_items = kwargs.get("num_items_in_batch")
+    if num_items is not None and not single_label:
+        loss = loss * labels.numel() / num_items  # this batch's mean -> its share of the accumulated sum
+    return loss
 
 
 def _classifier_dropout(config: HfpipeConfig) -> nn.Dropout:
@@ -713,12 +741,20 @@ class HfpipeForSequenceClassification(HfpipePreTrainedModel):
         self.post_init()
 
     @can_return_tuple
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None, **kwargs):
-        outputs = self.model(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-                             output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> SequenceClassifierOutput:
+        outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                             position_ids=position_ids, inputs_embeds=inputs_embeds, return_dict=True, **kwargs)
         logits = self.classifier(self.dropout(outputs.pooler_output))  # (B, C) -> (B, L)
-        loss = sequence_classification_loss(self.config, logits, labels) if labels is not None else None
+        loss = sequence_classification_loss(self, logits, labels, **kwargs) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
                                         attentions=outputs.attentions)
 
@@ -735,14 +771,22 @@ class HfpipeForTokenClassification(HfpipePreTrainedModel):
         self.post_init()
 
     @can_return_tuple
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None, **kwargs):
-        outputs = self.model(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-                             output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> TokenClassifierOutput:
+        outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                             position_ids=position_ids, inputs_embeds=inputs_embeds, return_dict=True, **kwargs)
         logits = self.classifier(self.dropout(outputs.last_hidden_state))  # (B, T, C) -> (B, T, L)
         loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.view(-1, self.num_labels).float(), labels.view(-1))  # (B*T, L), (B*T,)
+        if labels is not None:  # cross-entropy over the (B*T, L) logits, -100 ignored
+            loss = self.loss_function(logits, labels, self.config, **kwargs)
         return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
                                      attentions=outputs.attentions)
 
@@ -757,20 +801,26 @@ class HfpipeForQuestionAnswering(HfpipePreTrainedModel):
         self.post_init()
 
     @can_return_tuple
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                inputs_embeds=None, start_positions=None, end_positions=None, output_attentions=None,
-                output_hidden_states=None, **kwargs):
-        outputs = self.model(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-                             output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        start_positions: torch.LongTensor | None = None,
+        end_positions: torch.LongTensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> QuestionAnsweringModelOutput:
+        outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                             position_ids=position_ids, inputs_embeds=inputs_embeds, return_dict=True, **kwargs)
         logits = self.qa_outputs(outputs.last_hidden_state)  # (B, T, C) -> (B, T, 2)
         start_logits, end_logits = logits.unbind(dim=-1)  # (B, T, 2) -> 2 x (B, T)
         loss = None
         if start_positions is not None and end_positions is not None:
-            T = start_logits.size(1)  # positions outside the row (answer cut off) are ignored
-            start_positions = start_positions.view(-1).clamp(0, T)
-            end_positions = end_positions.view(-1).clamp(0, T)
-            loss = (F.cross_entropy(start_logits.float(), start_positions, ignore_index=T)
-                    + F.cross_entropy(end_logits.float(), end_positions, ignore_index=T)) / 2
+            # the mean of the start and end cross-entropies; positions outside the row (answer cut off) are ignored
+            loss = self.loss_function(start_logits.float(), end_logits.float(), start_positions, end_positions,
+                                      **kwargs)
         return QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits.contiguous(),
                                             end_logits=end_logits.contiguous(),
                                             hidden_states=outputs.hidden_states, attentions=outputs.attentions)
@@ -787,20 +837,30 @@ class HfpipeForMultipleChoice(HfpipePreTrainedModel):
         self.post_init()
 
     @can_return_tuple
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None, **kwargs):
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> MultipleChoiceModelOutput:
         first = input_ids if input_ids is not None else inputs_embeds
         K = first.shape[1]
 
         def flat(t):  # (B, K, T, ...) -> (B*K, T, ...)
             return t.reshape(-1, *t.shape[2:]) if t is not None else None
 
-        outputs = self.model(flat(input_ids), flat(attention_mask), flat(token_type_ids), flat(position_ids),
-                             flat(inputs_embeds), output_attentions=output_attentions,
-                             output_hidden_states=output_hidden_states)
+        outputs = self.model(input_ids=flat(input_ids), attention_mask=flat(attention_mask),
+                             token_type_ids=flat(token_type_ids), position_ids=flat(position_ids),
+                             inputs_embeds=flat(inputs_embeds), return_dict=True, **kwargs)
         logits = self.classifier(self.dropout(outputs.pooler_output))  # (B*K, C) -> (B*K, 1)
         logits = logits.view(-1, K)  # (B*K, 1) -> (B, K)
-        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
+        loss = None
+        if labels is not None:  # transformers has no loss_type for multiple choice: its cross-entropy directly
+            loss = fixed_cross_entropy(logits.float(), labels, **kwargs)
         return MultipleChoiceModelOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
                                          attentions=outputs.attentions)
 

@@ -63,24 +63,30 @@ def _maxdiff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def lesson_qkv(seed: int = 0) -> dict[str, float]:
-    """Recompute one real attention module by hand from its weights and compare with its output."""
-    model = _tiny_model(seed)
-    attn = model.layers[0].mixer  # HfpipeSelfAttention of layer 0
-    C, H, D = model.config.hidden_size, model.config.num_attention_heads, model.config.head_dim
+def _mixer_input_output(model: HfpipeModel, attn: torch.nn.Module, ids: torch.Tensor):
+    """The hidden states x entering `attn` and its output, captured by a forward hook while the model
+    runs its own backend (sdpa by default: a fused kernel, not our code)."""
     captured: dict[str, torch.Tensor] = {}
 
     def hook(module, args, out):  # args = (x, layout, output_attentions); out = (output, probs)
         captured.update(x=args[0], out=out[0])
 
-    ids = torch.randint(1, VOCAB, (2, 6))
     handle = attn.register_forward_hook(hook)
     try:
-        model(input_ids=ids)  # the model's own backend (sdpa by default): a fused kernel, not our code
+        model(input_ids=ids)
     finally:
         handle.remove()
+    return captured["x"], captured["out"]
+
+
+def lesson_qkv(seed: int = 0) -> dict[str, float]:
+    """Recompute one real attention module by hand from its weights and compare with its output."""
+    model = _tiny_model(seed)
+    attn = model.layers[0].mixer  # HfpipeSelfAttention of layer 0
+    C, H, D = model.config.hidden_size, model.config.num_attention_heads, model.config.head_dim
+    ids = torch.randint(1, VOCAB, (2, 6))
+    x, module_out = _mixer_input_output(model, attn, ids)  # (B, T, C) each
     module_probs = model(input_ids=ids, output_attentions=True).attentions[0]  # (B, H, T, T)
-    x, module_out = captured["x"], captured["out"]  # (B, T, C) each
     B, T, _ = x.shape
 
     # The fused projection is one Linear C -> 3C; its weight rows are W_q, then W_k, then W_v.
@@ -169,9 +175,14 @@ def _pair_scores(model: HfpipeModel, query_token: int, key_token: int, i: int, j
     return (q[0, :, 0] * k[0, :, 1]).sum(-1) * attn.scaling  # (H,): q_i . k_j / sqrt(D)
 
 
+SHIFT_QUERY, SHIFT_KEY, SHIFT = 2, 9, 50  # lesson 2 (b): query at i, key at j, both shifted by s
+ALIBI_TOKENS = 5  # lesson 2 (c): the bias shown for a T x T score matrix
+SHORT_TABLE, LONG_INPUT = 16, 24  # lesson 2 (d): max_position_embeddings, and a longer input
+
+
 @torch.no_grad()
-def lesson_positions(seed: int = 0) -> dict:
-    """Permutation equivariance without positions, RoPE's relative scores, ALiBi's bias, extrapolation."""
+def _measure_order(seed: int) -> dict:
+    """(a) permutation equivariance without positions; (b) which positions a score sees."""
     result: dict = {}
     # (a) No positions: the encoder is permutation-equivariant.
     models = {kind: _tiny_model(seed, position_embedding_type=kind) for kind in ("none", "absolute")}
@@ -190,24 +201,31 @@ def lesson_positions(seed: int = 0) -> dict:
         result[f"{kind}_dog_bites_man_diff"] = _maxdiff(dbm, mbd)
 
     # (b) Score of the same two tokens at positions (i, j) and (i + s, j + s).
-    i, j, s = 2, 9, 50
+    i, j, s = SHIFT_QUERY, SHIFT_KEY, SHIFT
     for kind in ("rope", "absolute", "sinusoidal"):
         model = _tiny_model(seed, position_embedding_type=kind)
         before, after = _pair_scores(model, dog, man, i, j), _pair_scores(model, dog, man, i + s, j + s)
         result[f"{kind}_shift_score_diff"] = _maxdiff(before, after)
+    return result
 
+
+@torch.no_grad()
+def _measure_bias_and_length(seed: int) -> dict:
+    """(c) ALiBi's bias against its formula; (d) who runs past max_position_embeddings."""
+    result: dict = {}
     # (c) ALiBi: the model's own score bias, compared with -slope * |i - j|.
     alibi = _tiny_model(seed, position_embedding_type="alibi")
-    H, T = alibi.config.num_attention_heads, 5
+    H, T = alibi.config.num_attention_heads, ALIBI_TOKENS
     positions = torch.arange(T)[None]  # (1, T)
     bias = alibi.positions.bias(positions)[0]  # (1, H, T, T) -> (H, T, T)
     slopes = AlibiPositions.slopes(H)
     distance = (positions[0, None, :] - positions[0, :, None]).abs()  # (1, T) - (T, 1) -> (T, T)
     result["alibi_slopes"] = slopes.tolist()
     result["alibi_bias_max_abs_diff"] = _maxdiff(bias, -slopes[:, None, None] * distance)
+    result["alibi_head0_row"] = [round(x, 4) + 0.0 for x in bias[0, 0].tolist()]
 
-    # (d) Beyond max_position_embeddings=16: who runs, who refuses.
-    max_len, long_len = 16, 24
+    # (d) Beyond max_position_embeddings: who runs, who refuses.
+    max_len, long_len = SHORT_TABLE, LONG_INPUT
     result["extrapolation"] = {}
     for kind in ("sinusoidal", "rope", "alibi", "none", "absolute"):
         model = _tiny_model(seed, position_embedding_type=kind, max_position_embeddings=max_len)
@@ -218,9 +236,16 @@ def lesson_positions(seed: int = 0) -> dict:
             )
         except ValueError as err:
             result["extrapolation"][kind] = f"ValueError: {err}"
+    return result
 
+
+@torch.no_grad()
+def lesson_positions(seed: int = 0) -> dict:
+    """Permutation equivariance without positions, RoPE's relative scores, ALiBi's bias, extrapolation."""
+    r = result = {**_measure_order(seed), **_measure_bias_and_length(seed)}
+    i, j, s, T, H = SHIFT_QUERY, SHIFT_KEY, SHIFT, ALIBI_TOKENS, len(result["alibi_slopes"])
+    max_len, long_len = SHORT_TABLE, LONG_INPUT
     _title("Lesson 2: is there a better positional encoding?")
-    r = result
     _say(f"""
         (a) Without positions (position_embedding_type="none") attention only compares contents, so the
         encoder is permutation-equivariant: shuffle the input tokens and the outputs shuffle identically.
@@ -241,7 +266,7 @@ def lesson_positions(seed: int = 0) -> dict:
         too), so far-away keys are penalized, more steeply in some heads. The model's own bias, T={T}:
             slopes (H={H}), 2^(-8(h+1)/H)            {[round(x, 4) for x in r["alibi_slopes"]]}
             max |model bias - (-slope * |i - j|)|  {r["alibi_bias_max_abs_diff"]:.1e}
-            head 0 bias row of query 0            {[round(x, 4) + 0.0 for x in bias[0, 0].tolist()]}
+            head 0 bias row of query 0            {r["alibi_head0_row"]}
 
         (d) Longer than trained: max_position_embeddings={max_len}, input of {long_len} tokens.
         """)

@@ -210,7 +210,8 @@ def test_config_json_holds_exactly_the_architecture_fields():
         "type_vocab_size": 0, "initializer_range": 0.02, "norm_eps": 1e-12, "position_embedding_type": "rope",
         "rope_theta": 10000.0, "norm_type": "layernorm", "norm_position": "pre", "token_mixer": "attention",
         "pool_size": 3, "use_bias": False, "embedding_norm": True, "final_norm": True,
-        "tie_word_embeddings": True, "add_pooling_layer": True, "pad_token_id": 0, "model_type": "hfpipe",
+        "tie_word_embeddings": True, "add_pooling_layer": True, "sparse_prediction": False, "pad_token_id": 0,
+        "model_type": "hfpipe",
     }  # fmt: skip
 
 
@@ -239,14 +240,17 @@ VALID_COMBOS = [c for c in ALL_COMBOS if not (c[4] == "pooling" and c[0] in ATTE
 REJECTED_COMBOS = [c for c in ALL_COMBOS if c not in VALID_COMBOS]
 
 
-def run_mlm_step(overrides: dict, seed: int = 0) -> None:
-    model = build(HfpipeForMaskedLM, seed=seed, **overrides).train()
+def run_mlm_step(overrides: dict, seed: int = 0, sparse: bool = True) -> None:
+    model = build(HfpipeForMaskedLM, seed=seed, sparse_prediction=sparse, **overrides).train()
     ids, mask = padded_batch([9, 6], seed=seed)
     labels = torch.full_like(ids, -100)
     labels[:, ::2] = ids[:, ::2]  # labels on real and padded positions alike are allowed
     token_type_ids = (torch.arange(9) >= 4).long().expand(2, 9)
     out = model(ids, attention_mask=mask, token_type_ids=token_type_ids, labels=labels)
-    assert out.logits.shape == (int((labels != -100).sum()), TINY["vocab_size"])
+    if sparse:  # logits at the labelled positions only
+        assert out.logits.shape == (int((labels != -100).sum()), TINY["vocab_size"])
+    else:
+        assert out.logits.shape == (2, 9, TINY["vocab_size"])
     assert_trains(model, out.loss)
     decoder, embedding = model.mlm_head.decoder.weight, model.model.embeddings.word_embeddings.weight
     assert (decoder.data_ptr() == embedding.data_ptr()) == overrides["tie_word_embeddings"]
@@ -254,9 +258,11 @@ def run_mlm_step(overrides: dict, seed: int = 0) -> None:
 
 @pytest.mark.parametrize("combo", VALID_COMBOS, ids=["-".join(c) for c in VALID_COMBOS])
 def test_forward_backward_every_enumerated_combination(combo):
-    """All 96 valid combinations of the 5 enumerated fields; the 5 switches vary with the index."""
-    overrides = dict(zip(ENUMERATED, combo), **switches_from_bits(VALID_COMBOS.index(combo)))
-    run_mlm_step(overrides)
+    """All 96 valid combinations of the 5 enumerated fields; the 5 switches and sparse prediction vary
+    with the index."""
+    index = VALID_COMBOS.index(combo)
+    overrides = dict(zip(ENUMERATED, combo), **switches_from_bits(index))
+    run_mlm_step(overrides, sparse=index % 2 == 0)
 
 
 @pytest.mark.parametrize("combo", REJECTED_COMBOS, ids=["-".join(c) for c in REJECTED_COMBOS])
@@ -281,8 +287,9 @@ BASES = {
 @pytest.mark.parametrize("bits", range(2 ** len(SWITCHES)))
 @pytest.mark.parametrize("base", list(BASES))
 def test_forward_backward_every_switch_combination(base, bits):
-    """The full product of the 5 on/off switches on three architectures."""
-    run_mlm_step({**BASES[base], **switches_from_bits(bits)}, seed=bits)
+    """The full product of the 5 on/off switches on three architectures (sparse prediction on for an
+    even number of switches on)."""
+    run_mlm_step({**BASES[base], **switches_from_bits(bits)}, seed=bits, sparse=bin(bits).count("1") % 2 == 0)
 
 
 def test_switches_change_the_modules():
@@ -504,7 +511,7 @@ def test_output_attentions_never_cross_packed_documents():
 
 
 def test_sparse_prediction_loss_equals_full_logits_loss():
-    model = build(HfpipeForMaskedLM)
+    model = build(HfpipeForMaskedLM, sparse_prediction=True)
     ids, mask = padded_batch([10, 7], seed=9)
     labels = torch.full_like(ids, -100)
     chosen = torch.rand(ids.shape, generator=torch.Generator().manual_seed(1)) < 0.3
@@ -516,6 +523,11 @@ def test_sparse_prediction_loss_equals_full_logits_loss():
     torch.testing.assert_close(sparse.logits, full[chosen], atol=1e-6, rtol=0)
     expected = F.cross_entropy(full[chosen], labels[chosen])
     assert abs(sparse.loss.item() - expected.item()) < 1e-6
+
+    model.sparse_prediction = False  # the default: BertForMaskedLM's (B, T, V) logits, the same loss
+    dense = model(ids, attention_mask=mask, labels=labels)
+    assert torch.equal(dense.logits, full)
+    assert abs(dense.loss.item() - sparse.loss.item()) < 1e-6
 
 
 @pytest.mark.parametrize(
