@@ -1,34 +1,45 @@
 """The `hfpipe` command line (also `python -m hfpipe`, so `accelerate launch -m hfpipe ...` works).
 
-    hfpipe pretrain RECIPE [section.key=value ...]
-    hfpipe finetune RECIPE [section.key=value ...]
+    hfpipe pretrain RECIPE [section.key=value ...]     RECIPE: a shipped name (tiny) or a YAML file
+    hfpipe finetune RECIPE [section.key=value ...]     e.g. hfpipe finetune glue/sst2 model.name_or_path=...
+    hfpipe recipes                        list the shipped recipes
     hfpipe validate RECIPE [...]          check a recipe without running it
     hfpipe tokenizer RECIPE [...]         train the recipe's tokenizer alone
     hfpipe convert bert SRC OUT           import a transformers BERT checkpoint
     hfpipe shapes [--preset NAME]         every tensor shape of one forward pass, dimensions named
     hfpipe attention MODEL TEXT --out F   plot attention maps
     hfpipe lessons [qkv|positions|norms|shapes]   the tutorial's four questions, answered by running code
+    hfpipe export onnx FOLDER OUT [--head base|auto|...]   an onnxruntime serving folder, checked
+    hfpipe export sentence-transformers FOLDER OUT [--pooling mean|cls] [--normalize]
     hfpipe push DIR --repo-id ID          upload a model folder to the Hub
     hfpipe glue MODEL --tasks ... --seeds ...   fine-tuning suite -> markdown table
     hfpipe demo                           the main job, end to end, offline, on CPU
+
+`hfpipe pretrain --help` (and finetune) lists every recipe key with its type, default and help.
+Imports are lazy: `--help` loads neither torch nor transformers, and each command imports only what it runs.
 """
 
 import argparse
+import importlib
+import logging
 import os
 import sys
 from pathlib import Path
 
+TEACH_COMMANDS = {
+    "shapes": ("hfpipe.teach.shapes", "print every tensor shape of one forward pass, with named dimensions"),
+    "attention": ("hfpipe.teach.attention_viz", "plot a model's attention probabilities as PNG heatmaps"),
+    "lessons": ("hfpipe.teach.lessons", "the tutorial's four questions answered with measurements"),
+}
+"""Commands whose module (torch, the model) builds its own parser: imported only when that command runs."""
 
-def _recipe_kind(path: str) -> str:
-    text = Path(path).read_text() if Path(path).is_file() else ""
-    return "finetune" if "\ntask:" in "\n" + text else "pretrain"
 
+def _load(name_or_path: str, overrides: list[str], kind: str | None = None):
+    from .config import RECIPE_CLASSES, load_recipe
+    from .config.recipes_index import recipe_kind, resolve_recipe
 
-def _load(path: str, overrides: list[str], kind: str | None = None):
-    from .config import FinetuneRecipe, PretrainRecipe, load_recipe
-
-    kind = kind or _recipe_kind(path)
-    return load_recipe(path, FinetuneRecipe if kind == "finetune" else PretrainRecipe, overrides)
+    path = resolve_recipe(name_or_path, kind)
+    return load_recipe(path, RECIPE_CLASSES[kind or recipe_kind(path)], overrides)
 
 
 def cmd_pretrain(args) -> int:
@@ -61,6 +72,13 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def cmd_recipes(args) -> int:
+    from .config.recipes_index import format_recipes
+
+    print(format_recipes(), end="")
+    return 0
+
+
 def cmd_tokenizer(args) -> int:
     from .data.sources import iter_texts, load_text_datasets
     from .data.tokenizer import get_tokenizer
@@ -77,6 +95,20 @@ def cmd_convert(args) -> int:
 
     out = convert_bert(args.src, args.out, architecture=args.architecture)
     print(f"converted {args.src} -> {out}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    if args.format == "onnx":
+        from .hub.onnx_export import export_onnx
+
+        result = export_onnx(args.folder, args.out, head=args.head, opset=args.opset)
+    else:
+        from .hub.st_export import export_sentence_transformers
+
+        result = export_sentence_transformers(args.folder, args.out, pooling=args.pooling,
+                                              normalize=args.normalize)
+    print(result.summary())
     return 0
 
 
@@ -102,25 +134,45 @@ def cmd_demo(args) -> int:
     return run_demo(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hfpipe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+def _keys_help(kind: str) -> str:
+    from .config import RECIPE_CLASSES, format_help
 
-    for name, fn, help_text in (
-        ("pretrain", cmd_pretrain, "masked-language-model pretraining from a recipe"),
-        ("finetune", cmd_finetune, "fine-tune on a task from a recipe"),
-        ("tokenizer", cmd_tokenizer, "train the recipe's tokenizer alone (saved to output_dir/tokenizer)"),
+    return format_help(RECIPE_CLASSES[kind])
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The `hfpipe` parser. With `only` (the command about to run; "" for none), the other commands get
+    their one-line help but not their costly parts (the recipe key listings, the teach modules)."""
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="hfpipe", description=__doc__, formatter_class=raw)
+    sub = parser.add_subparsers(dest="command", required=True)
+    wanted = (lambda name: True) if only is None else (lambda name: name == only)
+
+    for name, fn, help_text, example in (
+        ("pretrain", cmd_pretrain, "masked-language-model pretraining from a recipe",
+         "hfpipe pretrain tiny train.max_steps=50 output_dir=runs/try"),
+        ("finetune", cmd_finetune, "fine-tune on a task from a recipe",
+         "hfpipe finetune glue/sst2 model.name_or_path=runs/pretrain-tiny/final"),
+        ("tokenizer", cmd_tokenizer, "train the recipe's tokenizer alone (saved to output_dir/tokenizer)",
+         "hfpipe tokenizer tiny tokenizer.vocab_size=4000"),
     ):
-        p = sub.add_parser(name, help=help_text)
-        p.add_argument("recipe", help="YAML recipe file")
-        p.add_argument("overrides", nargs="*", help="section.key=value overrides")
+        list_keys = name != "tokenizer" and wanted(name)  # (tokenizer takes a pretraining recipe)
+        p = sub.add_parser(name, help=help_text, description=f"{help_text}, e.g.\n\n    {example}",
+                           epilog=_keys_help(name) if list_keys else None, formatter_class=raw)
+        p.add_argument("recipe", help="a shipped recipe's name (`hfpipe recipes` lists them) or a YAML file")
+        p.add_argument("overrides", nargs="*", metavar="key=value",
+                       help="recipe keys to override" + (" (every key is listed below)" if list_keys else ""))
         p.set_defaults(fn=fn)
 
+    p = sub.add_parser("recipes", help="list the shipped recipes (usable by name) and accelerate configs")
+    p.set_defaults(fn=cmd_recipes)
+
     p = sub.add_parser("validate", help="check a recipe without running it")
-    p.add_argument("recipe", nargs="?")
+    p.add_argument("recipe", nargs="?", help="a shipped recipe's name or a YAML file")
     p.add_argument("overrides", nargs="*")
     p.add_argument("--print", action="store_true", help="print the fully resolved recipe")
-    p.add_argument("--help-keys", choices=["pretrain", "finetune"], help="list every recipe key with its help text")
+    p.add_argument("--help-keys", choices=["pretrain", "finetune"],
+                   help="list every recipe key with its help text")
     p.set_defaults(fn=cmd_validate)
 
     p = sub.add_parser("convert", help="import a checkpoint into hfpipe")
@@ -129,6 +181,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="output folder")
     p.add_argument("--architecture", help="override config.json's architecture, e.g. BertForMaskedLM")
     p.set_defaults(fn=cmd_convert)
+
+    p = sub.add_parser("export", help="export a model folder for serving: ONNX or sentence-transformers")
+    formats = p.add_subparsers(dest="format", required=True)
+    q = formats.add_parser("onnx", help="OUT/model.onnx + tokenizer + config, checked with onnxruntime")
+    q.add_argument("folder", help="an hfpipe or BERT model folder (BERT is converted to hfpipe first)")
+    q.add_argument("out", help="output folder")
+    q.add_argument("--head", default="base", metavar="HEAD",
+                   help="what to export: base (default: the bare encoder, output last_hidden_state), "
+                   "auto (the folder's own head, from config.json architectures), or that head named: "
+                   "masked-lm, sequence-classification, token-classification, question-answering, "
+                   "multiple-choice")
+    q.add_argument("--opset", type=int, help="ONNX opset version (default: the torch exporter's)")
+    q.set_defaults(fn=cmd_export)
+    q = formats.add_parser("sentence-transformers",
+                           help="a SentenceTransformer folder, checked against AutoModel")
+    q.add_argument("folder", help="an hfpipe or BERT model folder (BERT is converted to hfpipe first)")
+    q.add_argument("out", help="output folder")
+    q.add_argument("--pooling", choices=["mean", "cls"], default="mean",
+                   help="mean over the attention mask (default) or the first ([CLS]) token")
+    q.add_argument("--normalize", action="store_true", help="add a Normalize module (unit-length embeddings)")
+    q.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("push", help="upload a model folder to the Hugging Face Hub")
     p.add_argument("dir")
@@ -142,26 +215,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model folder, Hub id or BERT checkpoint")
     p.add_argument("overrides", nargs="*", help="key=value for every task, or task:key=value for one task "
                    "(e.g. sst2:data.train_file=...); put them right after MODEL")
-    p.add_argument("--tasks", nargs="+", default=["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"])
+    p.add_argument("--tasks", nargs="+",
+                   default=["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"])
     p.add_argument("--seeds", nargs="+", type=int, default=[42])
     p.add_argument("--output-dir", default="runs/glue")
-    p.add_argument("--from-mnli", action="store_true", help="start RTE, MRPC and STS-B from the MNLI checkpoint")
+    p.add_argument("--from-mnli", action="store_true",
+                   help="start RTE, MRPC and STS-B from the MNLI checkpoint")
     p.set_defaults(fn=cmd_glue)
 
-    p = sub.add_parser("demo", help="the main job end to end: tokenizer -> pretrain -> fine-tune -> export -> reload")
+    p = sub.add_parser("demo",
+                       help="the main job end to end: tokenizer -> pretrain -> fine-tune -> export -> reload")
     p.add_argument("--output-dir", default="runs/demo")
+    p.add_argument("--quick", action="store_true", help="a few steps per stage (about a minute): checks the pipeline")
     p.set_defaults(fn=cmd_demo)
 
-    from .teach import attention_viz, lessons, shapes
-
-    for module in (shapes, attention_viz, lessons):
-        module.add_parser(sub)  # each sets func=module.run
+    for name, (module, help_text) in TEACH_COMMANDS.items():
+        if wanted(name):
+            importlib.import_module(module).add_parser(sub)  # sets func=module.run
+        else:
+            sub.add_parser(name, help=help_text)
     return parser
+
+
+def configure_logging() -> None:
+    """INFO and up from hfpipe's modules (packing statistics, data sizes, ...) to stderr with time and level.
+
+    hfpipe's modules log with `logging.getLogger(__name__)` (or accelerate's `get_logger`, which logs through
+    the same loggers). Other libraries stay at WARNING; in a multi-process run only the main process
+    (RANK 0) logs INFO. The level can be set with accelerate's own variable, ACCELERATE_LOG_LEVEL."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        level=logging.WARNING, stream=sys.stderr)
+    main_process = os.environ.get("RANK", "0") == "0"
+    level = os.environ.get("ACCELERATE_LOG_LEVEL", "INFO").upper() if main_process else "WARNING"
+    logging.getLogger("hfpipe").setLevel(level)
+
+
+def _command(argv: list[str]) -> str:
+    """The subcommand in ARGV ("" when there is none yet): the first word that is not an option."""
+    return next((word for word in argv if not word.startswith("-")), "")
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(only=_command(argv)).parse_args(argv)
+    configure_logging()
     run = getattr(args, "fn", None) or args.func
     try:
         return run(args)
@@ -178,13 +276,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .config.recipe import RecipeError
     from .data.sources import DataSourceError
     from .data.tokenizer import MissingMaskTokenError
+    from .hub.export_source import ExportError
     from .hub.push import HubError, ModelFolderError
     from .model.convert import ConversionError
     from .tasks.files import TaskDataError
     from .train.step import TrainingError
 
     return (RecipeError, FileNotFoundError, DataSourceError, TaskDataError, ConversionError, HubError,
-            ModelFolderError, MissingMaskTokenError, TrainingError)
+            ModelFolderError, MissingMaskTokenError, TrainingError, ExportError)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,18 @@
-"""The fine-tuning recipe: `FinetuneRecipe` and its `data:` section, `TaskDataArgs`.
+"""The fine-tuning recipe: `FinetuneRecipe`, its `data:` section (`TaskDataArgs`) and `peft:` (`PeftArgs`).
 
     hfpipe finetune recipes/finetune/glue/sst2.yaml model.name_or_path=runs/pretrain
 
     from hfpipe.config import FinetuneRecipe, load_recipe
     recipe = load_recipe("recipes/finetune/glue/sst2.yaml", FinetuneRecipe, ["train.lr=3e-5"])
 
-The code that uses them: `hfpipe.tasks` (the task table, data files, preprocessing) and
-`hfpipe.train.finetune` (the loop).
+The code that uses them: `hfpipe.tasks` (the task table, data files, preprocessing),
+`hfpipe.train.finetune` (the loop) and `hfpipe.train.lora` (LoRA through the peft library).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from .recipe import check
 from .sections import EvalArgs, HubArgs, ModelArgs, TrackingArgs, TrainArgs
@@ -91,6 +92,51 @@ class TaskDataArgs:
             check(value is None or value >= 1, name, f"must be >= 1 (or null), got {value}")
 
 
+@dataclass
+class PeftArgs:
+    """Parameter-efficient fine-tuning through the peft library (the `peft:` section of a finetune recipe)."""
+
+    method: Literal["none", "lora"] = "none"
+    """`none` trains every weight (full fine-tuning); `lora` freezes the pretrained weights and trains
+    low-rank adapters on target_modules plus, in full, modules_to_save (LoRA, Hu et al. 2021). LoRA
+    needs the peft library: `pip install peft`."""
+    r: int = 8
+    """LoRA rank: each adapted Linear W (out x in) becomes W + (alpha / r) B A, with B (out x r) and
+    A (r x in) trained and W frozen."""
+    alpha: float = 16
+    """LoRA scaling: the low-rank update B A is multiplied by alpha / r (alpha / sqrt(r) with use_rslora)."""
+    dropout: float = 0.1
+    """Dropout on the input of each adapter, during training only."""
+    target_modules: list[str] | None = None
+    """Linear modules that get adapters, by name or name suffix (`qkv` adapts every layer's
+    `mixer.qkv`). null adapts the attention projections, `[qkv, out_proj]`; add `up` and `down` for
+    the MLP. A name that matches no Linear module is an error that lists the names there are."""
+    modules_to_save: list[str] | None = None
+    """Modules trained in full and saved with the adapter. null: the task head, which starts untrained
+    (`pooler` and `classifier` for sequence classification and regression, `classifier` for token
+    classification, `qa_outputs` for question answering)."""
+    bias: Literal["none", "all", "lora_only"] = "none"
+    """Biases that train too: none, all of them, or those of the adapted modules (peft's `bias`)."""
+    use_rslora: bool = False
+    """Rank-stabilized LoRA: scale by alpha / sqrt(r) instead of alpha / r (Kalajdzievski, 2023)."""
+    merge: bool = True
+    """Write final/ as the best adapter merged into the base weights (merge_and_unload): a plain
+    hfpipe folder that loads without peft. adapter/ (for `PeftModel.from_pretrained(base, adapter)`)
+    is written either way; false writes no final/."""
+
+    def validate(self) -> None:
+        check(self.r >= 1, "r", f"must be >= 1, got {self.r}")
+        check(self.alpha > 0, "alpha", f"must be > 0, got {self.alpha}")
+        check(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
+        for name in ("target_modules", "modules_to_save"):
+            names = getattr(self, name)
+            if names is None:
+                continue
+            check(len(names) > 0, name, "must name at least one module (or be null for the default)")
+            check(all(n.strip() for n in names), name, f"has an empty name: {names}")
+            check(len(set(names)) == len(names), name, f"has duplicates: {names}")
+
+
 @dataclass(kw_only=True)
 class FinetuneRecipe:
     """Fine-tuning on a task (`hfpipe finetune RECIPE.yaml [section.key=value ...]`).
@@ -116,6 +162,8 @@ class FinetuneRecipe:
     """Pushing the result to the Hugging Face Hub."""
     tracking: TrackingArgs = field(default_factory=TrackingArgs)
     """Experiment tracking and plots."""
+    peft: PeftArgs = field(default_factory=PeftArgs)
+    """Parameter-efficient fine-tuning (LoRA) through the peft library; full fine-tuning by default."""
 
     def validate(self) -> None:
         from ..tasks.spec import get_task  # lazy: the task table pulls in numpy and datasets
@@ -128,3 +176,8 @@ class FinetuneRecipe:
             "model.name_or_path",
             "required for fine-tuning: a pretrained hfpipe folder, a Hub repo id or a BERT checkpoint folder",
         )
+        lora = self.peft.method == "lora"
+        check(not (lora and not self.peft.merge and self.hub.push_to_hub), "peft.merge",
+              "must be true with hub.push_to_hub: the push uploads final/")
+        check(not (lora and self.hub.push_checkpoints), "hub.push_checkpoints",
+              "not with peft.method=lora: its checkpoints hold an adapter, not a model folder")

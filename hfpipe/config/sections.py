@@ -117,13 +117,18 @@ class TrainArgs:
     keep_last: int = 3
     """Number of step checkpoints kept on disk; older ones are deleted."""
     resume: str = "auto"
-    """`auto` resumes from the newest checkpoint in output_dir if there is one, `none` starts
-    fresh, anything else is a checkpoint folder to resume from."""
+    """`auto` resumes from the newest whole checkpoint in output_dir if there is one (a damaged newer
+    one is skipped with a warning), provided it was trained with this recipe: any difference outside
+    the budget keys (max_steps, max_tokens, max_minutes, num_epochs) and the log/eval/save cadence
+    (log_every_steps, eval_every_steps, save_every_steps, keep_last) stops the run before it starts,
+    naming the keys. `force` resumes anyway, with the new values; `none` starts fresh;
+    anything else is a checkpoint folder to resume from, chosen on purpose (no recipe check)."""
     on_nan: Literal["stop", "skip"] = "stop"
     """What to do when the loss is NaN or infinite: `stop` raises with the step number,
     `skip` drops that batch's update and counts it in the logs."""
     num_workers: int = 0
-    """DataLoader worker processes per training process (0 loads in the main process)."""
+    """Not implemented yet: batches are built in the training process (data/loader.py), and any
+    value but 0 is an error rather than silently ignored."""
     early_stopping_patience: int | None = None
     """Fine-tuning: stop when the main metric has not improved for this many evaluations."""
     group_by_length: bool = True
@@ -175,8 +180,9 @@ class TrainArgs:
         check(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
         if self.max_grad_norm is not None:
             check(self.max_grad_norm > 0, "max_grad_norm", f"must be > 0 (or null), got {self.max_grad_norm}")
-        check(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
-        check(bool(self.resume.strip()), "resume", "must be 'auto', 'none' or a checkpoint folder")
+        check(self.num_workers == 0, "num_workers", f"is not implemented yet (batches are built in the training "
+              f"process): leave it at 0, got {self.num_workers}")
+        check(bool(self.resume.strip()), "resume", "must be 'auto', 'force', 'none' or a checkpoint folder")
 
 
 @dataclass
@@ -186,8 +192,9 @@ class EvalArgs:
     batch_size: int = 64
     """Sequences per evaluation batch per process (no gradients, so it can exceed train.batch_size)."""
     max_batches: int | None = None
-    """Evaluate on at most this many batches (a quick estimate during long runs); null uses the
-    whole validation split."""
+    """Evaluate on at most this many batches, i.e. the first max_batches x batch_size validation rows
+    (fine-tuning: examples of each validation split), for a quick estimate during long runs; null
+    uses the whole validation split."""
 
     def validate(self) -> None:
         check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
@@ -208,7 +215,8 @@ class HubArgs:
     revision: str | None = None
     """Branch to push the final model to; null pushes to the default branch (main)."""
     push_checkpoints: bool = False
-    """Also push every saved checkpoint to checkpoint_branch while training."""
+    """Also push every saved checkpoint (the model, code and tokenizer; no training state) to
+    checkpoint_branch while training, in pretraining and fine-tuning alike."""
     checkpoint_branch: str = "checkpoints"
     """Branch that receives intermediate checkpoints when push_checkpoints is true."""
     commit_message: str | None = None
@@ -232,7 +240,9 @@ class TrackingArgs:
     """Experiment tracking and plots."""
 
     report_to: list[Literal["tensorboard", "wandb", "trackio"]] = field(default_factory=list)
-    """Trackers to log to through accelerate; [] logs only to the console and metrics.jsonl."""
+    """Trackers to log to through accelerate, in pretraining and fine-tuning alike; each needs its
+    package installed (`pip install tensorboard`), else the run stops before it starts. [] logs only
+    to the console and metrics.jsonl."""
     project_name: str = "hfpipe"
     """Project (experiment group) name passed to the trackers."""
     peak_tflops: float | None = None

@@ -1,5 +1,6 @@
 """What leaves a run as a Hugging Face folder: final/ (weights, config with auto_map, code, tokenizer,
-model card), fine-tuning's best/, checkpoint copies pushed while training, and the final push."""
+model card), fine-tuning's best/, LoRA's adapter/ (and final/ merged), checkpoint copies pushed while
+training, and the final push."""
 
 import json
 import shutil
@@ -32,9 +33,38 @@ def export_final(model, tokenizer, final_dir: Path, recipe, results: dict) -> No
 
 def export_best(best_dir: Path, final_dir: Path, recipe, spec, metrics: dict) -> None:
     """Fine-tuning's output: the best evaluation's model folder copied to final/, with its model card."""
-    if final_dir.exists():
-        shutil.rmtree(final_dir)
-    shutil.copytree(best_dir, final_dir)
+    _copy_folder(best_dir, final_dir)
+    _write_finetune_card(final_dir, recipe, spec, metrics)
+
+
+def export_best_adapter(model, tokenizer, best_dir: Path, out_dir: Path, recipe, spec, metrics: dict) -> None:
+    """LoRA fine-tuning's output: adapter/, the best evaluation's adapter (best_dir), which
+    `PeftModel.from_pretrained(base_model, adapter)` loads; and with `peft.merge`, final/: that adapter
+    merged into the base weights, a plain self-contained hfpipe folder that loads without peft.
+
+    `model` is the run's PeftModel: the best adapter is loaded into it and merged in place."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    adapter_dir, final_dir = out_dir / "adapter", out_dir / "final"
+    _copy_folder(best_dir, adapter_dir)
+    if not recipe.peft.merge:
+        shutil.rmtree(final_dir, ignore_errors=True)  # no stale final/ from an earlier run
+        return
+    loaded = set_peft_model_state_dict(model, load_file(adapter_dir / "adapter_model.safetensors"))
+    if loaded.unexpected_keys:
+        raise RuntimeError(f"{adapter_dir} does not fit the run's model: {loaded.unexpected_keys[:5]}")
+    save_model_folder(model.merge_and_unload(), tokenizer, final_dir)
+    _write_finetune_card(final_dir, recipe, spec, metrics)
+
+
+def _copy_folder(source: Path, target: Path) -> None:
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target)
+
+
+def _write_finetune_card(final_dir: Path, recipe, spec, metrics: dict) -> None:
     config = json.loads((final_dir / "config.json").read_text())
     write_model_card(final_dir, config=config, recipe=to_dict(recipe), results=metrics, task=spec.name,
                      base_model=recipe.model.name_or_path, pipeline_tag=spec.pipeline_tag,

@@ -8,10 +8,15 @@
 The card has two parts:
 - YAML front matter the Hub reads (library_name, pipeline_tag, license, datasets, base_model, tags and
   a `model-index` with the measured results), built with huggingface_hub's ModelCardData so it follows
-  the Hub's schema, and parsed back before writing.
-- A body for people: the architecture options, the training recipe, the results, and a usage snippet
-  with `trust_remote_code=True` and a pinned `revision=` -- because trust_remote_code runs this
-  repository's Python code, users should pin a revision they have reviewed.
+  the Hub's schema, and parsed back before writing. The model-index holds evaluation metrics only
+  (never step, tokens or train_seconds: RUN_FACTS), on the dataset the recipe evaluated on: a Hub
+  dataset by its id (pretraining's data.source; fine-tuning's task dataset, e.g. nyu-mll/glue sst2),
+  an embedded corpus (`builtin:python-docs`) described as such, local files by their base name.
+  `datasets:` lists the Hub datasets only.
+- A body for people: the architecture options, the training data, the results, the run (steps,
+  tokens, time), the training recipe, and a usage snippet with `trust_remote_code=True` and a pinned
+  `revision=` -- because trust_remote_code runs this repository's Python code, users should pin a
+  revision they have reviewed.
 
 Secrets never reach the card: keys named like token/password/secret/api_key are dropped from the recipe,
 and any value that looks like a Hugging Face token (or equals the current one) is redacted.
@@ -23,6 +28,7 @@ import json
 import math
 import re
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +84,39 @@ ARCHITECTURE_FIELDS = (
 )
 _HF_TOKEN_LIKE = re.compile(r"hf_[A-Za-z0-9]{20,}")
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+_HUB_DATASET_ID = re.compile(r"^[\w.-]+(?:/[\w.-]+)?$")
+_FILE_SUFFIXES = (".txt", ".csv", ".tsv", ".json", ".jsonl", ".parquet")
+RUN_FACTS = frozenset({
+    "step", "steps", "best_step", "epoch", "tokens", "train_seconds", "skipped_steps", "eval_tokens",
+    "trainable_parameters", "total_parameters",
+})  # fmt: skip
+"""Results that describe the run, not the model's quality (as do `train_*` and `final_train_*` keys):
+shown in the card's text, never in the model-index."""
+BUILTIN_DATASETS = {
+    "builtin:python-docs": "the Python documentation: the standard library's docstrings and help() topics, "
+    "embedded in hfpipe (data.source builtin:python-docs)",
+    "builtin:pydocs": "hfpipe's built-in pydocs task: which standard-library package a docstring comes from, "
+    "built from the embedded Python documentation",
+}
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """A dataset as the card names it."""
+
+    id: str
+    """The model-index dataset type: a Hub dataset id, an embedded corpus' name, or a file's base name."""
+    name: str
+    """What people read."""
+    config: str | None = None
+    split: str | None = None
+    on_hub: bool = False
+    """A Hub dataset id: listed under `datasets:` in the front matter."""
+
+
+def is_evaluation_metric(key: str) -> bool:
+    """Whether a results key is an evaluation metric (model-index) rather than a fact of the run."""
+    return key not in RUN_FACTS and not key.startswith(("train_", "final_train"))
 
 
 def write_model_card(
@@ -94,11 +133,15 @@ def write_model_card(
     license: str = "apache-2.0",
     pipeline_tag: str | None = None,
 ) -> Path:
-    """Write `folder/README.md` and return its path. `results` maps metric names to numbers."""
+    """Write `folder/README.md` and return its path. `results` maps metric names to numbers; only the
+    evaluation metrics among them go to the model-index. `datasets` (Hub ids) default to what `recipe`
+    (a resolved recipe, `to_dict`) trained and evaluated on (`recipe_datasets`)."""
     folder = Path(folder)
     tag = pipeline_tag or _pipeline_tag(task, config)
     results = {k: v for k, v in (results or {}).items() if not is_secret(str(k))}
-    metrics = {k: float(v) for k, v in results.items() if _is_number(v)}
+    metrics = {k: float(v) for k, v in results.items() if _is_number(v) and is_evaluation_metric(k)}
+    refs = [DatasetRef(d, d, on_hub=True) for d in datasets] if datasets else recipe_datasets(recipe or {})
+    evaluated_on = refs[0] if refs else DatasetRef("custom", "custom")
     hub_base = (
         base_model if base_model and _REPO_ID.match(base_model) and not Path(base_model).exists() else None
     )
@@ -106,25 +149,28 @@ def write_model_card(
     eval_results = [
         EvalResult(
             task_type=tag,
-            dataset_type=(datasets or ["custom"])[0],
-            dataset_name=(datasets or ["custom"])[0],
+            dataset_type=evaluated_on.id,
+            dataset_name=evaluated_on.name,
+            dataset_config=evaluated_on.config,
+            dataset_split=evaluated_on.split,
             metric_type=metric,
             metric_name=metric,
             metric_value=value,
         )
         for metric, value in metrics.items()
     ]
+    hub_datasets = list(dict.fromkeys(ref.id for ref in refs if ref.on_hub))
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag=tag,
         license=license,
-        datasets=list(datasets) if datasets else None,
+        datasets=hub_datasets or None,
         base_model=hub_base,
         tags=list(dict.fromkeys(["hfpipe", "custom_code", config.get("model_type", "hfpipe"), tag])),
         model_name=name if eval_results else None,
         eval_results=eval_results or None,
     )
-    body = _body(folder, name, config, recipe, results, tag, base_model, repo_id, revision)
+    body = _body(folder, name, config, recipe, results, refs, tag, base_model, repo_id, revision)
     text = _redact(f"---\n{card_data.to_yaml()}\n---\n\n{body}")
     _validate(text)
     path = folder / "README.md"
@@ -148,7 +194,53 @@ def _pipeline_tag(task: str | None, config: dict) -> str:
     )
 
 
-def _body(folder, name, config, recipe, results, tag, base_model, repo_id, revision) -> str:
+def recipe_datasets(recipe: dict) -> list[DatasetRef]:
+    """What a resolved recipe (`to_dict`) evaluated on, first, then what it trained on: the fine-tuning
+    task's dataset (data.dataset_name, else the task's Hub dataset, or local files), or pretraining's
+    data.validation_source / data.source and data.extra_sources."""
+    data = recipe.get("data") or {}
+    if "task" in recipe:
+        return _task_datasets(recipe["task"], data)
+    if not data.get("source"):
+        return []
+    split = data.get("validation_split")
+    if split is None and not data.get("validation_source"):  # the builtin corpus' own split, or carved off
+        builtin = data["source"].startswith("builtin:")
+        split = "validation" if builtin else f"the {data.get('validation_fraction', 0.05):.0%} of documents held out"
+    evaluated = _source_ref(data.get("validation_source") or data["source"], data.get("config_name"), split)
+    trained = [_source_ref(data["source"], data.get("config_name"), None)]
+    trained += [_source_ref(x["source"], x.get("config_name"), None) for x in data.get("extra_sources") or []]
+    return list(dict.fromkeys([evaluated, *trained]))
+
+
+def _source_ref(source: str, config: str | None, split: str | None) -> DatasetRef:
+    if source in BUILTIN_DATASETS or source.startswith("builtin:"):
+        return DatasetRef(source.removeprefix("builtin:"), BUILTIN_DATASETS.get(source, f"hfpipe's {source}"),
+                          split=split)
+    local = any(c in source for c in "*?[") or source.lower().endswith(_FILE_SUFFIXES) or Path(source).exists()
+    if local or not _HUB_DATASET_ID.match(source):
+        base = Path(source).name
+        return DatasetRef(base, f"local file{'s' if any(c in base for c in '*?[') else ''} {base}", split=split)
+    return DatasetRef(source, f"{source} {config}" if config else source, config, split, on_hub=True)
+
+
+def _task_datasets(task: str, data: dict) -> list[DatasetRef]:
+    from ..tasks.spec import get_task  # lazy: the tasks package pulls in datasets
+
+    spec = get_task(task)
+    if data.get("train_file") or data.get("validation_file"):
+        files = [data.get("validation_file"), data.get("train_file")]
+        return list(dict.fromkeys(DatasetRef(Path(f).name, f"{spec.name}: local file {Path(f).name}")
+                                  for f in files if f))
+    dataset = data.get("dataset_name") or spec.hub_dataset
+    if dataset.startswith("builtin:"):
+        return [_source_ref(dataset, None, "validation")]
+    config = data.get("dataset_config") if data.get("dataset_name") else spec.hub_config
+    split = dict(spec.hub_splits).get("validation")
+    return [DatasetRef(dataset, f"{dataset} {config}" if config else dataset, config, split, on_hub=True)]
+
+
+def _body(folder, name, config, recipe, results, refs, tag, base_model, repo_id, revision) -> str:
     repo = repo_id or f"<user>/{name}"
     pinned = revision or "main"
     params = _parameter_count(folder)
@@ -164,12 +256,25 @@ def _body(folder, name, config, recipe, results, tag, base_model, repo_id, revis
     lines += [
         f"| `{key}` | `{config[key]}` | {meaning} |" for key, meaning in ARCHITECTURE_FIELDS if key in config
     ]
+    if refs:
+        evaluated, *trained = refs
+        others = [ref for ref in trained if ref.id != evaluated.id]
+        lines += ["", "## Training data", ""]
+        lines.append(("Trained and evaluated on " if len(others) < len(trained) else "Evaluated on ") + evaluated.name
+                     + (f" (evaluation: {evaluated.split})." if evaluated.split else "."))
+        lines += [f"Trained on {ref.name}." for ref in others]
+    metrics = {k: v for k, v in results.items()
+               if is_evaluation_metric(k) and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    facts = {k: v for k, v in results.items() if k not in metrics and _is_scalar(v)}
     lines += ["", "## Results", ""]
-    if results:
+    if metrics:
         lines += ["| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {_fmt(v)} |" for k, v in results.items()]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items()]
     else:
         lines.append("No evaluation results were recorded for this model.")
+    if facts:
+        lines += ["", "## Training run", "", "| | |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in facts.items()]
     if recipe:
         recipe_yaml = yaml.safe_dump(_scrub(recipe), sort_keys=False, allow_unicode=True, width=110)
         lines += ["", "## Training recipe", "", "The resolved recipe this model was trained with:", ""]
@@ -274,6 +379,10 @@ def _parameter_count(folder: Path) -> int | None:
         (size,) = struct.unpack("<Q", stream.read(8))
         header = json.loads(stream.read(size))
     return sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
 
 
 def _is_number(value: Any) -> bool:

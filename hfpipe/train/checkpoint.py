@@ -1,21 +1,43 @@
-"""Training checkpoints: atomic, complete-or-absent, keep-last-N, exact resume.
+"""Training checkpoints: atomic, complete-or-absent, verified before a resume, keep-last-N, exact resume.
 
-A checkpoint is a folder `output_dir/checkpoints/step-00000100/` written by `accelerator.save_state`
-(model weights as safetensors, optimizer, RNG states of every process; FSDP and DeepSpeed shard
-their own state) plus `trainer_state.json` (step, tokens, elapsed time -- what the loop needs to
-continue where it stopped). It is written under a temporary name and renamed only when every
-process has finished writing, then marked with a `COMPLETE` file: a kill during a save leaves a
-`*.tmp` folder that `latest_checkpoint` ignores and the next save removes.
+A checkpoint is a folder `output_dir/checkpoints/step-00000100/` holding
+  * what `accelerator.save_state` writes: model weights as safetensors, optimizer, RNG states of
+    every process (FSDP and DeepSpeed shard their own state);
+  * `trainer_state.json`: step, tokens, elapsed time -- what the loop needs to continue;
+  * `resolved_recipe.yaml`: the recipe that trained it, which a resume compares with the new one;
+  * `COMPLETE`, written last: a manifest with the size of every file save_state wrote.
+All of it is written into `step-00000100.tmp/` and renamed in one step once COMPLETE is in it, so a
+kill or an error during a save leaves a `*.tmp` folder that `list_checkpoints` ignores and the next
+save removes. Before a resume `verify_checkpoint` reads the manifest and the safetensors headers: a
+damaged newest checkpoint is skipped, with a warning, for the newest one that is whole.
 """
 
 import json
+import logging
 import re
 import shutil
+import struct
 from pathlib import Path
+
+from ..config import save_recipe, to_yaml, yaml12
+from .step import TrainingError
+
+logger = logging.getLogger(__name__)
 
 COMPLETE = "COMPLETE"
 STATE_FILE = "trainer_state.json"
+RECIPE_FILE = "resolved_recipe.yaml"
 _NAME = re.compile(r"^step-(\d+)$")
+# What a resume may change: the budget, the cadence of logs, evaluations and saves, resume itself, and
+# output_dir (a checkpoint resumed by its path may come from another folder).
+RESUMABLE_KEYS = frozenset({
+    "output_dir", "train.max_steps", "train.max_tokens", "train.max_minutes", "train.num_epochs",
+    "train.log_every_steps", "train.eval_every_steps", "train.save_every_steps", "train.keep_last", "train.resume",
+})  # fmt: skip
+
+
+class CheckpointError(TrainingError):
+    """No checkpoint can be resumed as asked: damaged, or trained with another recipe."""
 
 
 def checkpoint_dir(output_dir: str | Path) -> Path:
@@ -23,7 +45,7 @@ def checkpoint_dir(output_dir: str | Path) -> Path:
 
 
 def list_checkpoints(output_dir: str | Path) -> list[Path]:
-    """Complete checkpoints, oldest first."""
+    """Complete checkpoints (a COMPLETE marker), oldest first."""
     root = checkpoint_dir(output_dir)
     if not root.is_dir():
         return []
@@ -36,46 +58,183 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
-def resolve_resume(resume: str, output_dir: str | Path) -> Path | None:
-    """`train.resume`: "auto" (latest complete checkpoint, if any), "none", or a checkpoint path."""
-    if resume == "none":
-        return None
-    if resume == "auto":
-        return latest_checkpoint(output_dir)
-    path = Path(resume)
-    if not (path / COMPLETE).is_file():
-        raise FileNotFoundError(
-            f"train.resume={resume!r} is not a complete checkpoint folder (no {COMPLETE} marker); "
-            f"complete ones: {[str(p) for p in list_checkpoints(output_dir)] or 'none'}"
-        )
-    return path
+# ----------------------------------------------------------------------------------------------
+# Saving
+# ----------------------------------------------------------------------------------------------
 
 
-def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict, keep_last: int) -> Path:
-    """Collective: every process must call it. Returns the final checkpoint path."""
+def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict, keep_last: int,
+                    recipe=None) -> Path:
+    """Collective: every process must call it. Returns the final checkpoint path. `recipe` is saved in it."""
     root = checkpoint_dir(output_dir)
-    final = root / f"step-{step:08d}"
-    tmp = root / f"step-{step:08d}.tmp"
+    final, tmp = root / f"step-{step:08d}", root / f"step-{step:08d}.tmp"
     if accelerator.is_main_process:
-        for stale in root.glob("*.tmp"):  # leftovers of a save that was killed
-            shutil.rmtree(stale, ignore_errors=True)
-        if final.exists():  # e.g. the final step coincides with a periodic save after a resume
-            shutil.rmtree(final)
+        remove_incomplete(output_dir)  # leftovers of a save that was killed or failed
         tmp.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        files = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
-        tmp.rename(final)
-        (final / COMPLETE).write_text(f"step {step}\n")
+        if recipe is not None:
+            save_recipe(recipe, tmp / RECIPE_FILE)
+        (tmp / COMPLETE).write_text(json.dumps({"step": step, "files": files}, indent=2))
+        if final.exists():  # e.g. the final step coincides with a periodic save after a resume
+            shutil.rmtree(final)
+        tmp.rename(final)  # the checkpoint appears whole, or not at all
         for old in list_checkpoints(output_dir)[:-keep_last] if keep_last > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
 
 
+def remove_incomplete(output_dir: str | Path) -> list[Path]:
+    """Delete what failed saves left: `*.tmp` folders and step folders without a COMPLETE marker."""
+    root = checkpoint_dir(output_dir)
+    stale = [p for p in root.glob("step-*") if p.is_dir() and not (p / COMPLETE).is_file()] if root.is_dir() else []
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
+# ----------------------------------------------------------------------------------------------
+# Choosing what to resume from: whole, and trained with the same recipe
+# ----------------------------------------------------------------------------------------------
+
+
+def resolve_resume(resume: str, output_dir: str | Path) -> Path | None:
+    """`train.resume`: `auto` or `force` (the newest checkpoint that verifies; a damaged newer one is
+    skipped with a warning), `none`, or a checkpoint path. Raises CheckpointError when every
+    checkpoint there is damaged: never resume from garbage, never silently start over."""
+    if resume == "none":
+        return None
+    if resume not in ("auto", "force"):
+        path = Path(resume)
+        if not (path / COMPLETE).is_file():
+            raise FileNotFoundError(
+                f"train.resume={resume!r} is not a complete checkpoint folder (no {COMPLETE} marker); "
+                f"complete ones: {[str(p) for p in list_checkpoints(output_dir)] or 'none'}"
+            )
+        if problem := verify_checkpoint(path):
+            raise CheckpointError(f"train.resume={resume!r}: the checkpoint is damaged: {problem}")
+        return path
+    damaged = []
+    for path in reversed(list_checkpoints(output_dir)):
+        if problem := verify_checkpoint(path):
+            damaged.append(f"{path.name}: {problem}")
+            continue
+        if damaged:
+            logger.warning("skipping damaged checkpoint(s) (%s); resuming from %s instead", "; ".join(damaged), path)
+        return path
+    if damaged:
+        raise CheckpointError(
+            f"no checkpoint in {checkpoint_dir(output_dir)} can be resumed, all are damaged ({'; '.join(damaged)}); "
+            "delete that folder to start over, or set a new output_dir"
+        )
+    return None
+
+
+def find_resume(recipe) -> Path | None:
+    """The checkpoint this run resumes from (`train.resume`), whole and, for `auto`, trained with this
+    recipe. Call it before any compute and before output_dir/resolved_recipe.yaml is overwritten."""
+    path = resolve_resume(recipe.train.resume, recipe.output_dir)
+    if path is not None and recipe.train.resume == "auto":
+        check_same_recipe(path, recipe, recipe.output_dir)
+    return path
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """What is wrong with the checkpoint at `path`, or None when it looks loadable: every file in the
+    COMPLETE manifest is there at its saved size, trainer_state.json parses, and every safetensors
+    header parses and covers its file (a truncated copy fails this)."""
+    try:
+        manifest = json.loads((path / COMPLETE).read_text())
+    except ValueError:
+        manifest = None  # a checkpoint from before manifests: "step N"
+    for name, size in (manifest.get("files", {}) if isinstance(manifest, dict) else {}).items():
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != size:
+            return f"{name} has {file.stat().st_size} bytes, {size} when it was saved"
+    try:
+        int(json.loads((path / STATE_FILE).read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"{STATE_FILE} is unreadable ({type(e).__name__}: {e})"
+    for file in sorted(path.rglob("*.safetensors")):
+        if problem := _safetensors_problem(file):
+            return f"{file.relative_to(path)}: {problem}"
+    return None
+
+
+def _safetensors_problem(file: Path) -> str | None:
+    """A safetensors file is an 8-byte header length, a JSON header, then the tensors' bytes."""
+    size = file.stat().st_size
+    with file.open("rb") as stream:
+        head = stream.read(8)
+        if len(head) < 8:
+            return f"truncated ({size} bytes)"
+        (header_len,) = struct.unpack("<Q", head)
+        if 8 + header_len > size:
+            return "truncated in its header"
+        try:
+            header = json.loads(stream.read(header_len))
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+            return "its header does not parse"
+    if 8 + header_len + end > size:
+        return f"truncated: {size} bytes, the header describes {8 + header_len + end}"
+    return None
+
+
+def check_same_recipe(checkpoint: Path, recipe, output_dir: str | Path) -> None:
+    """Raise CheckpointError naming each key (budget and cadence keys aside) whose value in `recipe`
+    differs from the recipe that trained `checkpoint`, old -> new, and the two ways on."""
+    saved = checkpoint / RECIPE_FILE
+    if not saved.is_file():  # a checkpoint from before recipes were saved in them: the run's own copy
+        saved = Path(output_dir) / RECIPE_FILE
+    if not saved.is_file():
+        logger.warning("%s has no %s: cannot check that it was trained with this recipe", checkpoint, RECIPE_FILE)
+        return
+    old, new = _flat(yaml12.load(saved.read_text())), _flat(yaml12.load(to_yaml(recipe)))
+    changed = [k for k in {**new, **old} if k not in RESUMABLE_KEYS and old.get(k, _ABSENT) != new.get(k, _ABSENT)]
+    if changed:
+        diffs = ", ".join(f"{k}: {_show(old.get(k, _ABSENT))} -> {_show(new.get(k, _ABSENT))}" for k in changed)
+        raise CheckpointError(
+            f"{checkpoint} was trained with a different recipe ({diffs}), so resuming would not run the new "
+            "recipe; set train.resume=force to resume it anyway with the new values, or set a new output_dir "
+            "to start a fresh run"
+        )
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+_ABSENT = object()  # a key one of the two recipes does not have
+
+
+def _show(value) -> str:
+    return "(absent)" if value is _ABSENT else yaml12.dump(value, flow=True).strip()
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------
+
+
 def load_checkpoint(accelerator, path: Path) -> dict:
     """Restore model, optimizer and RNG states in place; return the loop's saved state."""
-    accelerator.load_state(str(path))
+    try:
+        accelerator.load_state(str(path))
+    except Exception as e:  # a model of another shape (train.resume=force), a garbled optimizer file, ...
+        detail = " ".join(line.strip() for line in str(e).splitlines()[:2])  # torch: a title, then the first problem
+        raise CheckpointError(
+            f"could not load checkpoint {path} ({type(e).__name__}: {detail}); the model and optimizer must match "
+            "the checkpoint's (even with train.resume=force): set a new output_dir to start a fresh run"
+        ) from e
     return json.loads((path / STATE_FILE).read_text())

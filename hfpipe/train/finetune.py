@@ -1,12 +1,14 @@
 """Fine-tuning on a downstream task (GLUE, CoNLL-2003 NER, SQuAD): setup, the loop (fit), evaluate, finish.
 
     hfpipe finetune recipes/finetune/glue/sst2.yaml model.name_or_path=runs/pretrain-tiny/final
+    hfpipe finetune recipes/finetune/glue/sst2-lora.yaml model.name_or_path=...   # LoRA (peft: section)
     accelerate launch -m hfpipe finetune recipes/finetune/conll2003.yaml model.name_or_path=...
 
 Starts from an hfpipe folder, a Hub id, or a BERT checkpoint (converted on the fly); attaches the
 task head; trains with dynamic padding and length-grouped batches; evaluates every epoch; keeps
-the best model by the task's main metric; optionally stops early. As in pretraining, batches are
-a pure function of (seed, step) (data/loader.py) and the loss is normalized over the whole global
+the best model by the task's main metric; optionally stops early. With `peft.method: lora` the
+model is wrapped in peft adapters before training (train/lora.py); the loop is the same. As in
+pretraining, batches are a pure function of (seed, step) (data/loader.py) and the loss is normalized over the whole global
 batch (train/step.py), so the run is the same on 1 or N processes; evaluation gathers every example
 exactly once.
 """
@@ -21,12 +23,17 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object, set_seed
-from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from ..config import FinetuneRecipe, save_recipe
+from ..config import FinetuneRecipe, save_recipe, to_dict
 from ..data.loader import MODEL_INPUTS, epoch_batches, micro_slices, pad_batch
-from ..hub.export import export_best, push_final, save_model_folder
+from ..hub.export import (
+    export_best,
+    export_best_adapter,
+    push_checkpoint_to_hub,
+    push_final,
+    save_model_folder,
+)
 from ..model.load import load_encoder
 from ..model.modeling_hfpipe import (
     HfpipeForQuestionAnswering,
@@ -35,8 +42,9 @@ from ..model.modeling_hfpipe import (
 )
 from ..tasks import compute_task_metrics, get_task, load_task_data, main_metric_value, preprocess
 from .budget import Budget, budget_spent
-from .checkpoint import checkpoint_dir, load_checkpoint, resolve_resume, save_checkpoint
-from .logs import MetricsLog, Throughput, plot_curves
+from .checkpoint import checkpoint_dir, find_resume, load_checkpoint, save_checkpoint
+from .logs import BudgetBar, MetricsLog, Throughput, flat_config, plot_curves, require_trackers
+from .lora import add_lora, count_parameters, require_peft
 from .optim import build_optimizer, set_lr
 from .step import LoopState, train_step
 
@@ -68,6 +76,7 @@ class Run:
     history: list[dict] = field(default_factory=list)  # every evaluation
     bad_evals: int = 0  # evaluations since the best one
     last_loss: float = math.nan
+    parameters: dict = field(default_factory=dict)  # {"trainable_parameters", "total_parameters"}
 
     @property
     def out_dir(self) -> Path:
@@ -108,23 +117,37 @@ def build_model(recipe, spec):
 
 def setup(recipe, model_factory) -> Run:
     train, out_dir = recipe.train, Path(recipe.output_dir)
-    accelerator = Accelerator(mixed_precision=train.mixed_precision, project_dir=str(out_dir))
+    # Before any compute, and before resolved_recipe.yaml is overwritten: a tracker that is not installed,
+    # a damaged checkpoint, or one trained with another recipe stops the run here.
+    report_to, resume_from = require_trackers(recipe.tracking.report_to), find_resume(recipe)
+    accelerator = Accelerator(mixed_precision=train.mixed_precision, log_with=report_to or None,
+                              project_dir=str(out_dir))
     set_seed(recipe.seed)
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_recipe(recipe, out_dir / "resolved_recipe.yaml")
+    if report_to:  # started now, so a tracker that cannot start fails before any compute
+        accelerator.init_trackers(recipe.tracking.project_name, config=flat_config(to_dict(recipe)))
 
     spec = get_task(recipe.task)
+    if recipe.peft.method == "lora":
+        require_peft()  # before the data is loaded: say now that peft is missing
     tokenizer = AutoTokenizer.from_pretrained(recipe.model.name_or_path)
     with accelerator.main_process_first():
-        raw = load_task_data(spec, recipe.data)
+        raw = _cap_evaluation(load_task_data(spec, recipe.data), spec, recipe.eval)
         features = preprocess(spec, raw, tokenizer, recipe.data)
 
     set_seed(recipe.seed)  # the new head's init does not depend on what data loading consumed
     model = model_factory(recipe, spec)
     if train.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+    if recipe.peft.method == "lora":
+        model = add_lora(model, recipe.peft, spec.kind)  # frozen weights; adapters and head train
+    trainable, total = count_parameters(model)
+    accelerator.print(f"parameters: {trainable:,} trainable of {total:,} ({100 * trainable / total:.2f}%)")
     optimizer = build_optimizer(model, train)
+    if train.compile:
+        model = torch.compile(model, dynamic=True)
     model, optimizer = accelerator.prepare(model, optimizer)
 
     slots = accelerator.num_processes * train.gradient_accumulation_steps  # micro-batches per global batch
@@ -136,13 +159,21 @@ def setup(recipe, model_factory) -> Run:
         max_steps = min(max_steps, epoch_steps) if max_steps else epoch_steps
 
     state, best, history, bad_evals = LoopState(), None, [], 0
-    resume_from = resolve_resume(train.resume, out_dir)
     if resume_from is not None:
         saved = load_checkpoint(accelerator, resume_from)
         state, best, history, bad_evals = LoopState.from_dict(saved), saved["best"], saved["history"], saved["bad_evals"]
     log = MetricsLog(out_dir / "metrics.jsonl", accelerator.is_main_process, state.step if resume_from else None)
     return Run(recipe, accelerator, spec, tokenizer, raw, features, model, optimizer, Budget(train, total_steps=max_steps),
-               steps_per_epoch, log, state, best, history, bad_evals)
+               steps_per_epoch, log, state, best, history, bad_evals,
+               parameters={"trainable_parameters": trainable, "total_parameters": total})
+
+
+def _cap_evaluation(raw, spec, args):
+    """`eval.max_batches`: the first max_batches x batch_size examples of each validation split."""
+    if args.max_batches is not None:
+        for split in (s for s in spec.eval_splits if s in raw):
+            raw[split] = raw[split].select(range(min(len(raw[split]), args.max_batches * args.batch_size)))
+    return raw
 
 
 def _lengths(train_set) -> list[int]:
@@ -160,8 +191,7 @@ def fit(run: Run) -> None:
     world, rank, accum = accelerator.num_processes, accelerator.process_index, train.gradient_accumulation_steps
     global_batch, lengths = train.batch_size * world * accum, _lengths(train_set)
     eval_every = train.eval_every_steps or run.steps_per_epoch  # default: every epoch
-    progress = tqdm(total=run.budget.max_steps, initial=state.step, disable=not accelerator.is_main_process,
-                    desc=f"finetune {run.spec.name}", dynamic_ncols=True)
+    progress = BudgetBar(run.budget, state, desc=f"finetune {run.spec.name}", enabled=accelerator.is_main_process)
     throughput, window, cached_epoch, batches = Throughput(state.tokens), [], -1, []
     run.model.train()
     start_time = time.perf_counter() - state.elapsed  # a resumed run continues its clock
@@ -181,20 +211,24 @@ def fit(run: Run) -> None:
         run.last_loss = result.loss
         if not result.skipped:
             window.append(result.loss)
-        progress.update(1)
+        progress.update(state)
 
         if state.step % train.log_every_steps == 0 and window:
             record = {"step": state.step, "loss": sum(window) / len(window), "lr": run.optimizer.param_groups[0]["lr"],
                       "tokens_per_sec": throughput.update(state.tokens),
                       "epoch": round(state.step / run.steps_per_epoch, 3)}
             run.log.write(record)
+            accelerator.log(record, step=state.step)
             progress.set_postfix(loss=f"{record['loss']:.4f}")
             window = []
         done = budget_spent(run.budget, state, accelerator)
         if (state.step % eval_every == 0 or done) and evaluate_and_keep_best(run):
             break  # early stopping
         if train.save_every_steps and state.step % train.save_every_steps == 0:
-            save_checkpoint(accelerator, run.out_dir, state.step, run.checkpoint_state(), train.keep_last)
+            saved = save_checkpoint(accelerator, run.out_dir, state.step, run.checkpoint_state(), train.keep_last,
+                                    recipe=run.recipe)
+            if run.recipe.hub.push_checkpoints and accelerator.is_main_process:
+                push_checkpoint_to_hub(accelerator.unwrap_model(run.model), run.tokenizer, saved, run.recipe)
     progress.close()
 
 
@@ -211,6 +245,7 @@ def evaluate_and_keep_best(run: Run) -> bool:
     value = main_metric_value(spec, metrics)
     run.history.append({"step": state.step, "epoch": round(state.step / run.steps_per_epoch, 3), **metrics})
     run.log.write({"step": state.step, **{f"eval_{k}": v for k, v in metrics.items()}})
+    accelerator.log({f"eval_{k}": v for k, v in metrics.items()}, step=state.step)
     accelerator.print(f"step {state.step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     if run.best is None or value > run.best["value"]:  # the first maximum wins: later ties do not replace it
         run.best, run.bad_evals = {"value": value, "step": state.step, "metrics": metrics}, 0
@@ -278,16 +313,21 @@ def predict(model, accelerator, dataset, tokenizer, batch_size: int, kind: str) 
 
 
 # ----------------------------------------------------------------------------------------------
-# The end: final/ from the best model, results.json
+# The end: final/ from the best model (LoRA: adapter/, and final/ merged), results.json
 # ----------------------------------------------------------------------------------------------
 
 
 def finish(run: Run) -> dict:
     recipe, accelerator, best, out_dir = run.recipe, run.accelerator, run.best, run.out_dir
     results = {"task": run.spec.name, "main_metric": run.spec.main_metric, "best_step": best["step"],
-               **best["metrics"], "final_train_loss": run.last_loss, "steps": run.state.step, "history": run.history}
+               **best["metrics"], "final_train_loss": run.last_loss, "steps": run.state.step,
+               **run.parameters, "history": run.history}
     if accelerator.is_main_process:
-        export_best(out_dir / "best", out_dir / "final", recipe, run.spec, best["metrics"])
+        if recipe.peft.method == "lora":  # best/ holds the best adapter; the run's model is merged in place
+            export_best_adapter(accelerator.unwrap_model(run.model), run.tokenizer, out_dir / "best",
+                                out_dir, recipe, run.spec, best["metrics"])
+        else:
+            export_best(out_dir / "best", out_dir / "final", recipe, run.spec, best["metrics"])
         (out_dir / "results.json").write_text(json.dumps(results, indent=2))
         if recipe.tracking.plot:
             plot_curves(out_dir / "metrics.jsonl", out_dir / "loss_curve.png", f"fine-tuning: {run.spec.name}")

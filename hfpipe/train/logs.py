@@ -1,4 +1,5 @@
-"""What a run reports: metrics.jsonl, throughput and model-FLOPs utilization, trackers, the loss plot."""
+"""What a run reports: metrics.jsonl, the progress bar, throughput and model-FLOPs utilization, trackers,
+the loss plot."""
 
 import importlib.util
 import json
@@ -6,7 +7,9 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
+from ..config import RecipeError
 from ..model.configuration_hfpipe import HfpipeConfig
 
 # ----------------------------------------------------------------------------------------------
@@ -66,6 +69,48 @@ def plot_curves(metrics_path: Path, png_path: Path, title: str) -> Path | None:
 
 
 # ----------------------------------------------------------------------------------------------
+# The progress bar: elapsed, total and ETA in the budget's own unit
+# ----------------------------------------------------------------------------------------------
+
+
+class BudgetBar:
+    """A tqdm bar over the training budget (train/budget.py), so it shows elapsed, total and ETA for
+    every kind: optimizer steps, tokens, or the seconds of a time budget; with several budgets, the
+    percent of the one furthest along (the one that ends training first, at a steady pace)."""
+
+    FORMATS = {
+        "steps": {"unit": "step"},
+        "tokens": {"unit": "tok", "unit_scale": True},
+        "seconds": {"bar_format": "{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]"},
+        "percent": {"bar_format": "{l_bar}{bar}| {n:.1f}/{total:.0f}% of the budget [{elapsed}<{remaining}{postfix}]"},
+    }
+
+    def __init__(self, budget, state, *, desc: str, enabled: bool, file=None):
+        limits = {"steps": budget.max_steps, "tokens": budget.max_tokens, "seconds": budget.max_seconds}
+        limits = {kind: limit for kind, limit in limits.items() if limit}
+        self.kind = next(iter(limits)) if len(limits) == 1 else "percent"
+        self.budget, self.total = budget, limits.get(self.kind, 100)
+        self.bar = tqdm(total=self.total, initial=self.position(state), desc=desc, disable=not enabled,
+                        dynamic_ncols=True, file=file, **self.FORMATS[self.kind])
+
+    def position(self, state) -> float:
+        """Where `state` (a LoopState) stands, in the bar's unit."""
+        spent = {"steps": state.step, "tokens": state.tokens, "seconds": state.elapsed}.get(self.kind)
+        if spent is None:
+            spent = 100 * self.budget.progress(state.step, state.tokens, state.elapsed)
+        return min(spent, self.total)
+
+    def update(self, state) -> None:
+        self.bar.update(self.position(state) - self.bar.n)
+
+    def set_postfix(self, **values) -> None:
+        self.bar.set_postfix(**values)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+# ----------------------------------------------------------------------------------------------
 # Throughput and model-FLOPs utilization
 # ----------------------------------------------------------------------------------------------
 
@@ -117,10 +162,19 @@ def mlm_flops_per_token(config: HfpipeConfig, seq_len: int, mask_ratio: float) -
 # ----------------------------------------------------------------------------------------------
 
 
-def available_trackers(report_to: list[str]) -> list[str]:
-    """The requested trackers whose package is installed (a missing one is skipped, not an error)."""
-    modules = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}
-    return [name for name in report_to if importlib.util.find_spec(modules[name]) is not None]
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}
+"""tracking.report_to name -> the module accelerate imports for it, which is also its pip package."""
+
+
+def require_trackers(report_to: list[str]) -> list[str]:
+    """`tracking.report_to`, for accelerate's `log_with`; a tracker that is not installed is an error
+    naming its pip package (raised before any compute), never silently dropped."""
+    missing = [name for name in report_to if importlib.util.find_spec(TRACKER_PACKAGES[name]) is None]
+    if missing:
+        packages = " ".join(TRACKER_PACKAGES[name] for name in missing)
+        raise RecipeError(f"{', '.join(map(repr, missing))} asked for but not installed: pip install {packages} "
+                          "(or remove it from the list)", key="tracking.report_to")
+    return list(report_to)
 
 
 def flat_config(d: dict, prefix: str = "") -> dict:

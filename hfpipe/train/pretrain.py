@@ -26,7 +26,6 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from ..config import PretrainRecipe, save_recipe, to_dict
@@ -39,15 +38,16 @@ from ..model.configuration_hfpipe import PRESETS, HfpipeConfig
 from ..model.load import load_encoder
 from ..model.modeling_hfpipe import HfpipeForMaskedLM
 from .budget import Budget, budget_spent
-from .checkpoint import checkpoint_dir, load_checkpoint, resolve_resume, save_checkpoint
+from .checkpoint import checkpoint_dir, find_resume, load_checkpoint, save_checkpoint
 from .logs import (
+    BudgetBar,
     MetricsLog,
     Throughput,
-    available_trackers,
     flat_config,
     mlm_flops_per_token,
     peak_flops,
     plot_curves,
+    require_trackers,
 )
 from .optim import build_optimizer, set_lr
 from .step import LoopState, TrainingError, train_step
@@ -77,6 +77,11 @@ class Run:
 
     def checkpoint_state(self) -> dict:
         return {**self.state.to_dict(), "epoch": self.sampler.epoch(self.state.step)}
+
+    def save_checkpoint(self) -> Path:
+        """Collective: a resumable checkpoint of this step (with the recipe that trained it)."""
+        return save_checkpoint(self.accelerator, self.out_dir, self.state.step, self.checkpoint_state(),
+                               self.recipe.train.keep_last, recipe=self.recipe)
 
 
 def pretrain(recipe) -> dict:
@@ -108,6 +113,9 @@ def build_model(recipe, tokenizer) -> HfpipeForMaskedLM:
             f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {model.config.vocab_size}"
         )
     model.set_attn_implementation(args.attn_implementation)
+    # Logits only at the masked positions, for training and evaluation alike (the same loss, a fraction
+    # of the head's compute). Set on the module, not the config: final/ behaves like BertForMaskedLM.
+    model.sparse_prediction = True
     return model
 
 
@@ -131,7 +139,9 @@ def load_data(recipe, accelerator, out_dir: Path):
 
 def setup(recipe) -> Run:
     train, out_dir = recipe.train, Path(recipe.output_dir)
-    report_to = available_trackers(recipe.tracking.report_to)
+    # Before any compute, and before resolved_recipe.yaml is overwritten: a tracker that is not installed,
+    # a damaged checkpoint, or one trained with another recipe stops the run here.
+    report_to, resume_from = require_trackers(recipe.tracking.report_to), find_resume(recipe)
     accelerator = Accelerator(mixed_precision=train.mixed_precision, log_with=report_to or None,
                               project_dir=str(out_dir))
     world, rank, accum = accelerator.num_processes, accelerator.process_index, train.gradient_accumulation_steps
@@ -139,6 +149,8 @@ def setup(recipe) -> Run:
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_recipe(recipe, out_dir / "resolved_recipe.yaml")
+    if report_to:  # started now, so a tracker that cannot start fails before any compute
+        accelerator.init_trackers(recipe.tracking.project_name, config=flat_config(to_dict(recipe)))
     tokenizer, train_set, val_set = load_data(recipe, accelerator, out_dir)
 
     set_seed(recipe.seed)  # again: tokenizer training and data loading above may consume random numbers
@@ -151,7 +163,7 @@ def setup(recipe) -> Run:
         model = torch.compile(model, dynamic=True)
     model, optimizer = accelerator.prepare(model, optimizer)
 
-    state, resume_from = LoopState(), resolve_resume(train.resume, out_dir)
+    state = LoopState()
     if resume_from is not None:
         state = LoopState.from_dict(load_checkpoint(accelerator, resume_from))
         accelerator.print(f"resumed from {resume_from} at step {state.step}")
@@ -168,8 +180,6 @@ def setup(recipe) -> Run:
                                       seed=recipe.seed, batch_size=recipe.eval.batch_size,
                                       max_batches=recipe.eval.max_batches, world=world, rank=rank)
     log = MetricsLog(out_dir / "metrics.jsonl", accelerator.is_main_process, state.step if resume_from else None)
-    if report_to:
-        accelerator.init_trackers(recipe.tracking.project_name, config=flat_config(to_dict(recipe)))
     return Run(recipe, accelerator, model, optimizer, tokenizer, sampler, train_source, eval_batches,
                mlm_probability, Budget(train, total_steps=max_steps), log, state)
 
@@ -189,8 +199,7 @@ def fit(run: Run) -> None:
     throughput, window = Throughput(state.tokens), []  # window: the finite losses since the last log
     interrupted = {"flag": False}
     previous_handler = signal.signal(signal.SIGINT, lambda *_: interrupted.update(flag=True))
-    progress = tqdm(total=run.budget.max_steps, initial=state.step, disable=not accelerator.is_main_process,
-                    desc="pretrain", dynamic_ncols=True)
+    progress = BudgetBar(run.budget, state, desc="pretrain", enabled=accelerator.is_main_process)
     run.model.train()
     start_time = time.perf_counter() - state.elapsed  # a resumed run continues its clock
     try:
@@ -209,7 +218,7 @@ def fit(run: Run) -> None:
             run.last_loss = result.loss
             if not result.skipped:
                 window.append(result.loss)
-            progress.update(1)
+            progress.update(state)
 
             if state.step % train.log_every_steps == 0 and window:
                 rate = throughput.update(state.tokens)
@@ -231,11 +240,11 @@ def fit(run: Run) -> None:
                 run.log.write({"step": state.step, **metrics})
                 accelerator.log(metrics, step=state.step)
             if train.save_every_steps and state.step % train.save_every_steps == 0:
-                saved = save_checkpoint(accelerator, run.out_dir, state.step, run.checkpoint_state(), train.keep_last)
+                saved = run.save_checkpoint()
                 if recipe.hub.push_checkpoints and accelerator.is_main_process:
                     push_checkpoint_to_hub(accelerator.unwrap_model(run.model), run.tokenizer, saved, recipe)
             if interrupted["flag"]:
-                save_checkpoint(accelerator, run.out_dir, state.step, run.checkpoint_state(), train.keep_last)
+                run.save_checkpoint()
                 raise KeyboardInterrupt
     except KeyboardInterrupt:
         progress.close()
@@ -281,7 +290,7 @@ def finish(run: Run) -> dict:
     recipe, accelerator, state, out_dir = run.recipe, run.accelerator, run.state, run.out_dir
     final_eval = evaluate(run)
     run.log.write({"step": state.step, **final_eval})
-    save_checkpoint(accelerator, out_dir, state.step, run.checkpoint_state(), recipe.train.keep_last)
+    run.save_checkpoint()
     results = {"step": state.step, "tokens": state.tokens, "train_seconds": round(state.elapsed, 2),
                "skipped_steps": state.skipped, "final_train_loss": run.last_loss, **final_eval}
     if accelerator.is_main_process:

@@ -47,9 +47,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import hfpipe
-
 from ..config import FinetuneRecipe, RecipeError, load_recipe
+from ..config.recipes_index import shipped_recipe
 from ..tasks.spec import get_task
 
 COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -71,7 +70,8 @@ FROM_MNLI = ("rte", "mrpc", "stsb")
 RESERVED = ("seed", "output_dir", "task")
 """Recipe keys the suite sets itself; an override of them is an error."""
 
-_NOT_METRICS = {"task", "main_metric", "best_step", "final_train_loss", "steps", "history"}
+_NOT_METRICS = {"task", "main_metric", "best_step", "final_train_loss", "steps", "history",
+                "trainable_parameters", "total_parameters"}
 """Keys of finetune()'s result that are not evaluation metrics."""
 
 
@@ -122,16 +122,6 @@ def split_overrides(items: Iterable[str], tasks: Sequence[str]) -> dict[str, lis
     return {task: common + own[task] for task in tasks}
 
 
-def recipes_dir() -> Path:
-    """`recipes/` of the checkout hfpipe is imported from."""
-    path = Path(hfpipe.__file__).resolve().parents[1] / "recipes"
-    if not (path / "finetune" / "glue").is_dir():
-        raise FileNotFoundError(
-            f"GLUE recipes not found in {path / 'finetune' / 'glue'}: run from a checkout of hfpipe"
-        )
-    return path
-
-
 def build_recipe(
     task: str, seed: int, model: str, output_dir: str | Path, overrides: Sequence[str]
 ) -> FinetuneRecipe:
@@ -142,7 +132,7 @@ def build_recipe(
         f"output_dir={Path(output_dir) / task / f'seed{seed}'}",
         "train.resume=none",
     ]
-    path = recipes_dir() / "finetune" / "glue" / f"{task}.yaml"
+    path = shipped_recipe(f"glue/{task}", "finetune")  # in the wheel, or recipes/ of a checkout
     return load_recipe(path, FinetuneRecipe, suite_keys + list(overrides))
 
 

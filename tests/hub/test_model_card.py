@@ -143,3 +143,94 @@ def test_unknown_task_is_a_clear_error(tmp_path):
         write_model_card(tmp_path, config=config_dict(), task="translation")
     with pytest.raises(ValueError, match="Cannot tell the pipeline tag"):
         write_model_card(tmp_path, config={**config_dict(), "architectures": ["HfpipeModel"]})
+
+
+# --- issue 12: evaluation metrics only, and the dataset the recipe names ------------------------------------
+
+PRETRAIN_RESULTS = {"step": 6, "tokens": 768, "train_seconds": 12.5, "skipped_steps": 0, "final_train_loss": 4.25,
+                    "eval_loss": 3.5, "eval_accuracy": 0.125, "eval_perplexity": 33.1, "eval_tokens": 64}
+
+
+def model_index(path) -> tuple[dict, dict]:
+    """(the front matter, its one model-index result) of the card at `path`."""
+    meta, _ = split_card(path.read_text())
+    (entry,) = meta["model-index"]
+    (result,) = entry["results"]
+    return meta, result
+
+
+def pretrain_recipe(**data) -> dict:
+    from hfpipe.config import DataArgs, PretrainRecipe, to_dict
+
+    return to_dict(PretrainRecipe(data=DataArgs(**data)))
+
+
+def finetune_recipe(task: str, **data) -> dict:
+    from hfpipe.config import FinetuneRecipe, ModelArgs, TaskDataArgs, to_dict
+
+    return to_dict(FinetuneRecipe(task=task, model=ModelArgs(name_or_path="me/base"), data=TaskDataArgs(**data)))
+
+
+def test_model_index_holds_evaluation_metrics_only_and_the_run_goes_in_the_text(tmp_path):
+    card = write_model_card(tmp_path, config=config_dict(), recipe=pretrain_recipe(), results=PRETRAIN_RESULTS)
+    _, result = model_index(card)
+    assert {m["type"]: m["value"] for m in result["metrics"]} == {
+        "eval_loss": 3.5, "eval_accuracy": 0.125, "eval_perplexity": 33.1}
+    parsed = ModelCard.load(card).data
+    assert {r.metric_type for r in parsed.eval_results} == {"eval_loss", "eval_accuracy", "eval_perplexity"}
+    _, body = split_card(card.read_text())
+    results, run = body.split("## Results")[1].split("## Training run")
+    assert "| eval_accuracy | 0.125 |" in results and "step" not in results and "tokens" not in results
+    for row in ("| step | 6 |", "| tokens | 768 |", "| train_seconds | 12.5 |", "| final_train_loss | 4.25 |",
+                "| eval_tokens | 64 |"):
+        assert row in run.split("## Training recipe")[0], row
+
+
+@pytest.mark.parametrize(("data", "dataset", "hub"), [
+    ({}, {"type": "python-docs", "split": "validation"}, None),
+    ({"source": "Salesforce/wikitext", "config_name": "wikitext-103-raw-v1", "validation_split": "validation"},
+     {"type": "Salesforce/wikitext", "name": "Salesforce/wikitext wikitext-103-raw-v1",
+      "config": "wikitext-103-raw-v1", "split": "validation"}, ["Salesforce/wikitext"]),
+    ({"source": "/home/me/corpora/wiki.train.txt", "validation_fraction": 0.1},
+     {"type": "wiki.train.txt", "name": "local file wiki.train.txt", "split": "the 10% of documents held out"}, None),
+    ({"source": "/data/shards/*.jsonl", "extra_sources": [{"source": "wikitext"}]},
+     {"type": "*.jsonl", "name": "local files *.jsonl"}, ["wikitext"]),
+])  # fmt: skip
+def test_pretraining_card_names_its_dataset(tmp_path, data, dataset, hub):
+    card = write_model_card(tmp_path, config=config_dict(), recipe=pretrain_recipe(**data), results=PRETRAIN_RESULTS)
+    meta, result = model_index(card)
+    assert dataset.items() <= result["dataset"].items()
+    assert meta.get("datasets") == hub  # only Hub ids go under datasets:
+    front = card.read_text().split("---\n")[1]
+    assert "/home/me" not in front and "/data/shards" not in front  # files by their base name
+    if not data:
+        assert "builtin:python-docs" in result["dataset"]["name"] and "embedded" in result["dataset"]["name"]
+        assert "Trained and evaluated on the Python documentation" in card.read_text()
+
+
+@pytest.mark.parametrize(("task", "data", "dataset"), [
+    ("sst2", {}, {"type": "nyu-mll/glue", "name": "nyu-mll/glue sst2", "config": "sst2", "split": "validation"}),
+    ("mnli", {}, {"type": "nyu-mll/glue", "config": "mnli", "split": "validation_matched"}),
+    ("conll2003", {}, {"type": "lhoestq/conll2003", "split": "validation"}),
+    ("squad", {}, {"type": "rajpurkar/squad", "split": "validation"}),
+    ("sst2", {"dataset_name": "stanfordnlp/sst2"}, {"type": "stanfordnlp/sst2", "name": "stanfordnlp/sst2"}),
+])  # fmt: skip
+def test_fine_tuning_card_names_the_tasks_dataset(tmp_path, task, data, dataset):
+    card = write_model_card(tmp_path, config=config_dict("HfpipeForSequenceClassification"),
+                            recipe=finetune_recipe(task, **data), results={"accuracy": 0.75})
+    meta, result = model_index(card)
+    assert dataset.items() <= result["dataset"].items()
+    assert meta["datasets"] == [dataset["type"]]
+    parsed = ModelCard.load(card).data.eval_results[0]  # as the Hub reads it back
+    assert (parsed.dataset_type, parsed.dataset_name) == (dataset["type"], result["dataset"]["name"])
+
+
+def test_fine_tuning_on_local_files_names_them_by_base_name(tmp_path):
+    recipe = finetune_recipe("sst2", train_file="/home/me/sst2/train.tsv", validation_file="/home/me/sst2/dev.tsv")
+    card = write_model_card(tmp_path, config=config_dict("HfpipeForSequenceClassification"), recipe=recipe,
+                            results={"accuracy": 0.75})
+    meta, result = model_index(card)
+    assert result["dataset"] == {"name": "sst2: local file dev.tsv", "type": "dev.tsv"}
+    assert "datasets" not in meta
+    assert "Evaluated on sst2: local file dev.tsv." in card.read_text()
+    assert "Trained on sst2: local file train.tsv." in card.read_text()
