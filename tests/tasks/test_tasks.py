@@ -84,6 +84,7 @@ def test_task_table_has_the_glue_ner_and_qa_tasks_as_papers_score_them():
         "qnli": ("sequence_classification", "accuracy", ("question", "sentence")),
         "rte": ("sequence_classification", "accuracy", ("sentence1", "sentence2")),
         "wnli": ("sequence_classification", "accuracy", ("sentence1", "sentence2")),
+        "pydocs": ("sequence_classification", "accuracy", ("text",)),  # built in (tasks/builtin.py)
         "conll2003": ("token_classification", "f1", ("tokens",)),
         "squad": ("question_answering", "f1", ("question", "context")),
     }
@@ -477,7 +478,8 @@ def test_every_task_has_a_recipe_named_for_it():
 def test_finetune_recipe_validates_and_matches_its_task(path):
     recipe = load_recipe(path, FinetuneRecipe)
     spec = get_task(recipe.task)
-    assert path.stem == spec.name and recipe.data.dataset_name == spec.hub_dataset
+    # `glue/sst2.yaml` or a variant of it such as `glue/sst2-lora.yaml`
+    assert path.stem.partition("-")[0] == spec.name and recipe.data.dataset_name == spec.hub_dataset
     assert recipe.data.dataset_config == spec.hub_config
     assert recipe.train.max_steps is None and recipe.train.num_epochs >= 1
     header = path.read_text().splitlines()[:3]
