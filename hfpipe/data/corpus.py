@@ -1,7 +1,8 @@
 """The embedded default corpus `builtin:python-docs`: real English that every Python carries.
 
-    from hfpipe.data.corpus import python_docs_files
+    from hfpipe.data.corpus import python_docs_files, python_docs_sources
     files = python_docs_files()          # {"train": Path(...jsonl), "validation": Path(...jsonl)}
+    sources = python_docs_sources()      # Path(...jsonl) of {"module": "json.decoder", "text": ...}
 
 or, in a recipe, `data.source: builtin:python-docs` (hfpipe.data.sources loads these files with `datasets`).
 
@@ -24,6 +25,10 @@ Rules that keep it deterministic and safe:
 - Docstrings are cleaned with `inspect.cleandoc`, documents of fewer than `MIN_WORDS` words are
   dropped, exact duplicates are removed (first occurrence wins), and the order is fixed: topics
   by name, then modules by dotted name, then members by name.
+- Each docstring also keeps the dotted name of the module that *defines* it (`obj.__module__`,
+  so `json.loads` re-exported elsewhere still says `json`; topics say `pydoc_data.topics`).
+  `python_docs_sources()` caches these (module, text) pairs, deduplicated per pair: the labels of
+  the `pydocs` fine-tuning task (hfpipe/tasks/builtin.py). The corpus itself ignores them.
 - The validation split is the ~5% of documents whose BLAKE2b hash of the text falls below a
   threshold: it does not depend on order or seed, and a document never moves between splits.
 
@@ -32,7 +37,7 @@ builds): 5,906 documents (5,609 train / 297 validation), 1.98 MB of UTF-8 text, 
 whitespace-separated words (the 79 pydoc topics are 0.46 MB of it); the training split is 0.44 M
 tokens with the default 8192-word WordPiece tokenizer. Collection takes about 0.4 s; the result is
 cached as two JSON-lines files under `cache_dir()`, keyed by the Python version and platform, so
-later runs only read them.
+later runs only read them (and `sources.jsonl` beside them).
 """
 
 from __future__ import annotations
@@ -102,32 +107,66 @@ def python_docs_files(base: str | os.PathLike | None = None) -> dict[str, Path]:
 
     Collects the corpus on the first call (a few seconds) and reuses the cached files afterwards.
     """
+    files = _cache_files(base)
+    if not all(files[split].exists() for split in ("train", "validation")):
+        _write_cache(files)
+    return {split: files[split] for split in ("train", "validation")}
+
+
+def python_docs_sources(base: str | os.PathLike | None = None) -> Path:
+    """Return the path of the (module, docstring) pairs as JSON lines ({"module": ..., "text": ...}).
+
+    Every docstring of the corpus (pydoc topics included, as module `pydoc_data.topics`) with the
+    dotted name of the module that defines it, in corpus order; a text defined in two modules has
+    two lines. Collected and cached like `python_docs_files`.
+    """
+    files = _cache_files(base)
+    if not files["sources"].exists():
+        _write_cache(files)
+    return files["sources"]
+
+
+def _cache_files(base: str | os.PathLike | None) -> dict[str, Path]:
     key = f"{NAME}-v{BUILD_VERSION}-py{platform.python_version()}-{sys.platform}"
     folder = cache_dir(base) / key
-    files = {"train": folder / "train.jsonl", "validation": folder / "validation.jsonl"}
-    if all(path.exists() for path in files.values()):
-        return files
-    documents = collect_documents()
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, path in files.items():
+    return {name: folder / f"{name}.jsonl" for name in ("train", "validation", "sources")}
+
+
+def _write_cache(files: dict[str, Path]) -> None:
+    sourced = collect_sourced_documents()
+    documents = _unique(text for _, text in sourced)
+    rows = {
+        "train": [{"text": text} for text in documents if not is_validation(text)],
+        "validation": [{"text": text} for text in documents if is_validation(text)],
+        "sources": [{"module": module, "text": text} for module, text in _unique(sourced)],
+    }
+    files["train"].parent.mkdir(parents=True, exist_ok=True)
+    for name, path in files.items():
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         with open(tmp, "w", encoding="utf-8") as f:
-            for text in documents:
-                if is_validation(text) == (split == "validation"):
-                    f.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows[name])
         tmp.replace(path)  # atomic: a concurrent reader never sees half a file
-    return files
+
+
+def _unique(items):
+    """The items in order, each once (first occurrence wins)."""
+    return list(dict.fromkeys(items))
 
 
 def collect_documents() -> list[str]:
     """Collect the corpus in a fresh, isolated interpreter and return its documents in order."""
+    return _unique(text for _, text in collect_sourced_documents())
+
+
+def collect_sourced_documents() -> list[tuple[str, str]]:
+    """Every (defining module, cleaned docstring) pair, in corpus order, duplicates kept."""
     command = [sys.executable, "-I", "-S", str(Path(__file__).resolve()), "--collect"]
     result = subprocess.run(command, capture_output=True, text=True, encoding="utf-8", check=False)
     if result.returncode != 0:
         raise RuntimeError(
             f"collecting builtin:{NAME} failed (exit {result.returncode}): {result.stderr[-2000:]}"
         )
-    documents = json.loads(result.stdout)
+    documents = [(module, text) for module, text in json.loads(result.stdout)]
     if not documents:
         raise RuntimeError(f"builtin:{NAME} collected no documents with {sys.executable}")
     return documents
@@ -174,40 +213,42 @@ def _quiet_import(name: str):
     return None if sink.getvalue() else module
 
 
-def _docstrings(module) -> list[str]:
-    """The module docstring, then its classes/functions and their members, sorted by name."""
+def _docstrings(module) -> list[tuple[str, str]]:
+    """(defining module, docstring): the module's own, then its classes/functions and their members,
+    sorted by name. A class or function names the module that defines it (`obj.__module__`)."""
     import inspect
 
-    found = [module.__doc__]
+    found = [(module.__name__, module.__doc__)]
     for _, obj in sorted(vars(module).items()):
         if not (inspect.isclass(obj) or inspect.isroutine(obj)):
             continue
-        owner = (getattr(obj, "__module__", None) or "").split(".")[0]
+        defined_in = getattr(obj, "__module__", None) or ""
+        owner = defined_in.split(".")[0]
         if owner not in sys.stdlib_module_names and owner.lstrip("_") not in sys.stdlib_module_names:
             continue
-        found.append(obj.__doc__)
+        found.append((defined_in, obj.__doc__))
         if inspect.isclass(obj):
             for _, member in sorted(vars(obj).items()):
                 member = getattr(member, "__func__", member)  # classmethod / staticmethod
                 if inspect.isroutine(member) or isinstance(member, property):
-                    found.append(member.__doc__)
-    return [doc for doc in found if isinstance(doc, str)]
+                    found.append((defined_in, member.__doc__))
+    return [(name, doc) for name, doc in found if isinstance(doc, str)]
 
 
-def _collect() -> list[str]:
+def _collect() -> list[tuple[str, str]]:
+    """(module, text) for every docstring long enough, in corpus order; duplicates kept."""
     import inspect
     import pydoc_data.topics
 
     topics = pydoc_data.topics.topics
-    raw = [topics[name] for name in sorted(topics)]
+    raw = [("pydoc_data.topics", topics[name]) for name in sorted(topics)]
     for name in _module_names():
         raw.extend(_docstrings(sys.modules[name]))
-    documents, seen = [], set()
-    for doc in raw:
+    documents = []
+    for module, doc in raw:
         text = inspect.cleandoc(doc).strip()
-        if len(text.split()) >= MIN_WORDS and text not in seen:
-            seen.add(text)
-            documents.append(text)
+        if len(text.split()) >= MIN_WORDS:
+            documents.append((module, text))
     return documents
 
 

@@ -35,6 +35,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .builtin import load_builtin_task
+
 if TYPE_CHECKING:
     import datasets
 
@@ -64,7 +66,8 @@ def load_task_data(spec: TaskSpec, args: TaskDataArgs) -> datasets.DatasetDict:
 
     If `args.train_file` or `args.validation_file` is set, only local files are read (the Hub is never
     consulted, so an offline run with local files cannot half-depend on the network); a split without a
-    file is left out. Otherwise the Hub dataset `args.dataset_name` (default: the task's) is loaded.
+    file is left out. Otherwise a built-in task (`pydocs`) is built from the embedded corpus, and any
+    other task's Hub dataset `args.dataset_name` (default: the task's) is loaded.
     `max_train_examples` / `max_eval_examples` keep the first N rows (deterministic, like HF run_glue).
     """
     import datasets
@@ -79,6 +82,8 @@ def load_task_data(spec: TaskSpec, args: TaskDataArgs) -> datasets.DatasetDict:
             split: read_task_file(spec, path, args, key=key) for split, (path, key) in local.items() if path
         }
         out = datasets.DatasetDict(splits)
+    elif spec.hub_dataset.startswith("builtin:"):
+        out = load_builtin_task(spec)  # embedded data (tasks/builtin.py), offline
     else:
         out = _load_hub(spec, args)
     for split in list(out):

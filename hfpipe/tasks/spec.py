@@ -8,8 +8,9 @@
 A task is one frozen `TaskSpec`; adding a task means adding one entry to `TASKS`. The loop never
 branches on the task name, only on `spec.kind`: sequence_classification, regression,
 token_classification or question_answering. The rest of hfpipe/tasks/ follows the data and reads
-this table: files.py (local files or the Hub -> examples), preprocess.py (examples -> features),
-qa.py (SQuAD windows and answers), metrics.py (predictions -> scores). This module imports none of them.
+this table: files.py (local files, the Hub, or builtin.py's embedded data -> examples), preprocess.py
+(examples -> features), qa.py (SQuAD windows and answers), metrics.py (predictions -> scores). This
+module imports none of them.
 """
 
 from __future__ import annotations
@@ -127,6 +128,9 @@ class TaskSpec:
 GLUE = "nyu-mll/glue"
 CONLL_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
 """CoNLL-2003 NER tags in the Hub dataset's order (IOB2)."""
+PYDOCS_LABELS = ("asyncio", "email", "http", "logging", "unittest", "xml")
+"""Classes of the built-in `pydocs` task (tasks/builtin.py): the standard-library package a docstring
+comes from; six packages with 100-250 docstrings each."""
 
 
 def _glue(name: str, text_columns: tuple[str, ...], label_names: tuple[str, ...], metrics: tuple[str, ...],
@@ -165,6 +169,9 @@ TASKS: dict[str, TaskSpec] = {
         _glue("qnli", ("question", "sentence"), _ENTAIL, ("accuracy",), "accuracy"),
         _glue("rte", ("sentence1", "sentence2"), _ENTAIL, ("accuracy",), "accuracy"),
         _glue("wnli", ("sentence1", "sentence2"), _ENTAIL[::-1], ("accuracy",), "accuracy"),  # 1 = entailment
+        # Built in, offline: which standard-library package a docstring comes from (tasks/builtin.py).
+        TaskSpec("pydocs", "sequence_classification", ("text",), "label", PYDOCS_LABELS, ("accuracy",), "accuracy",
+                 "builtin:pydocs", None),
         # "eriktks/conll2003" (formerly "conll2003") is a loading script, which datasets >= 4 refuses;
         # lhoestq/conll2003 holds the same data as plain files with the same ClassLabel order.
         TaskSpec("conll2003", "token_classification", ("tokens",), "ner_tags", CONLL_TAGS, ("seqeval",), "f1",
