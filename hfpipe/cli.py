@@ -140,6 +140,30 @@ def _keys_help(kind: str) -> str:
     return format_help(RECIPE_CLASSES[kind])
 
 
+def _add_export_parser(sub) -> None:
+    """`hfpipe export onnx | sentence-transformers FOLDER OUT`."""
+    p = sub.add_parser("export", help="export a model folder for serving: ONNX or sentence-transformers")
+    formats = p.add_subparsers(dest="format", required=True)
+    q = formats.add_parser("onnx", help="OUT/model.onnx + tokenizer + config, checked with onnxruntime")
+    q.add_argument("folder", help="an hfpipe or BERT model folder (BERT is converted to hfpipe first)")
+    q.add_argument("out", help="output folder")
+    q.add_argument("--head", default="base", metavar="HEAD",
+                   help="what to export: base (default: the bare encoder, output last_hidden_state), "
+                   "auto (the folder's own head, from config.json architectures), or that head named: "
+                   "masked-lm, sequence-classification, token-classification, question-answering, "
+                   "multiple-choice")
+    q.add_argument("--opset", type=int, help="ONNX opset version (default: the torch exporter's)")
+    q.set_defaults(fn=cmd_export)
+    q = formats.add_parser("sentence-transformers",
+                           help="a SentenceTransformer folder, checked against AutoModel")
+    q.add_argument("folder", help="an hfpipe or BERT model folder (BERT is converted to hfpipe first)")
+    q.add_argument("out", help="output folder")
+    q.add_argument("--pooling", choices=["mean", "cls"], default="mean",
+                   help="mean over the attention mask (default) or the first ([CLS]) token")
+    q.add_argument("--normalize", action="store_true", help="add a Normalize module (unit-length embeddings)")
+    q.set_defaults(fn=cmd_export)
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The `hfpipe` parser. With `only` (the command about to run; "" for none), the other commands get
     their one-line help but not their costly parts (the recipe key listings, the teach modules)."""
@@ -182,26 +206,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--architecture", help="override config.json's architecture, e.g. BertForMaskedLM")
     p.set_defaults(fn=cmd_convert)
 
-    p = sub.add_parser("export", help="export a model folder for serving: ONNX or sentence-transformers")
-    formats = p.add_subparsers(dest="format", required=True)
-    q = formats.add_parser("onnx", help="OUT/model.onnx + tokenizer + config, checked with onnxruntime")
-    q.add_argument("folder", help="an hfpipe or BERT model folder (BERT is converted to hfpipe first)")
-    q.add_argument("out", help="output folder")
-    q.add_argument("--head", default="base", metavar="HEAD",
-                   help="what to export: base (default: the bare encoder, output last_hidden_state), "
-                   "auto (the folder's own head, from config.json architectures), or that head named: "
-                   "masked-lm, sequence-classification, token-classification, question-answering, "
-                   "multiple-choice")
-    q.add_argument("--opset", type=int, help="ONNX opset version (default: the torch exporter's)")
-    q.set_defaults(fn=cmd_export)
-    q = formats.add_parser("sentence-transformers",
-                           help="a SentenceTransformer folder, checked against AutoModel")
-    q.add_argument("folder", help="an hfpipe or BERT model folder (BERT is converted to hfpipe first)")
-    q.add_argument("out", help="output folder")
-    q.add_argument("--pooling", choices=["mean", "cls"], default="mean",
-                   help="mean over the attention mask (default) or the first ([CLS]) token")
-    q.add_argument("--normalize", action="store_true", help="add a Normalize module (unit-length embeddings)")
-    q.set_defaults(fn=cmd_export)
+    _add_export_parser(sub)
 
     p = sub.add_parser("push", help="upload a model folder to the Hugging Face Hub")
     p.add_argument("dir")
