@@ -109,6 +109,10 @@ class DataArgs:
     num_proc: int | None = None
     """Processes for `datasets.map` tokenization; null tokenizes in this process (the Rust
     tokenizer already uses all cores on each batch)."""
+    num_workers: int = 0
+    """DataLoader worker processes that build the training batches (read, collate, mask) ahead of the
+    loop; 0 builds them in the training process. Batches are the same for any value (a function of
+    seed and step). 2-4 keep a GPU fed; with `streaming` at most 1 is used (the stream has one reader)."""
     max_documents: int | None = None
     """Use at most this many training documents (smoke tests); null uses all."""
     max_validation_documents: int | None = 2000
@@ -128,6 +132,7 @@ class DataArgs:
             "num_proc",
             f"must be >= 1 or null, got {self.num_proc}",
         )
+        check(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
         for key in ("max_documents", "max_validation_documents"):
             value = getattr(self, key)
             check(value is None or value >= 1, key, f"must be >= 1 or null, got {value}")

@@ -102,8 +102,11 @@ class TrainArgs:
     """Final learning rate as a fraction of lr (linear, cosine and wsd schedules)."""
     max_grad_norm: float | None = 1.0
     """Clip the global gradient norm to this value; null disables clipping."""
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    """accelerate mixed precision. bf16 needs a GPU or CPU that supports it; fp16 uses a grad scaler."""
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] | None = None
+    """null: the launcher's choice (`accelerate launch --mixed_precision`, the accelerate config file),
+    fp32 when none is set. `auto`: bf16 where the device computes it natively (CUDA with bf16, CPUs with
+    AVX512-BF16 or AMX), fp32 elsewhere. `no`, `bf16`, `fp16` (with a grad scaler) win over the launcher.
+    The run prints the precision in force; results.json and the model card record it."""
     compile: bool = False
     """Wrap the model in torch.compile (slow first steps, faster afterwards on GPU)."""
     gradient_checkpointing: bool = False
@@ -126,9 +129,6 @@ class TrainArgs:
     on_nan: Literal["stop", "skip"] = "stop"
     """What to do when the loss is NaN or infinite: `stop` raises with the step number,
     `skip` drops that batch's update and counts it in the logs."""
-    num_workers: int = 0
-    """Not implemented yet: batches are built in the training process (data/loader.py), and any
-    value but 0 is an error rather than silently ignored."""
     early_stopping_patience: int | None = None
     """Fine-tuning: stop when the main metric has not improved for this many evaluations."""
     group_by_length: bool = True
@@ -180,8 +180,6 @@ class TrainArgs:
         check(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
         if self.max_grad_norm is not None:
             check(self.max_grad_norm > 0, "max_grad_norm", f"must be > 0 (or null), got {self.max_grad_norm}")
-        check(self.num_workers == 0, "num_workers", f"is not implemented yet (batches are built in the training "
-              f"process): leave it at 0, got {self.num_workers}")
         check(bool(self.resume.strip()), "resume", "must be 'auto', 'force', 'none' or a checkpoint folder")
 
 

@@ -11,21 +11,23 @@ from .model_card import write_model_card
 from .push import push_checkpoint, push_folder
 
 
-def save_model_folder(model, tokenizer, folder: Path) -> None:
-    """save_pretrained model and tokenizer into `folder`, atomically: a kill leaves the old folder whole."""
+def save_model_folder(model, tokenizer, folder: Path, state_dict: dict | None = None) -> None:
+    """save_pretrained model and tokenizer into `folder`, atomically: a kill leaves the old folder whole.
+    `state_dict`: the full weights when the model is sharded (FSDP, ZeRO-3), from train/distributed.py."""
     tmp = folder.with_name(folder.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(tmp)
+    model.save_pretrained(tmp, state_dict=state_dict)
     tokenizer.save_pretrained(tmp)
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)
 
 
-def export_final(model, tokenizer, final_dir: Path, recipe, results: dict) -> None:
-    """Pretraining's output: a self-contained Hugging Face folder with a fill-mask model card."""
-    model.save_pretrained(final_dir)
+def export_final(model, tokenizer, final_dir: Path, recipe, results: dict, state_dict: dict | None = None) -> None:
+    """Pretraining's output: a self-contained Hugging Face folder with a fill-mask model card.
+    `state_dict`: the full weights when the model is sharded (FSDP, ZeRO-3), from train/distributed.py."""
+    model.save_pretrained(final_dir, state_dict=state_dict)
     tokenizer.save_pretrained(final_dir)
     write_model_card(final_dir, config=model.config.to_dict(), recipe=to_dict(recipe), results=results,
                      pipeline_tag="fill-mask", repo_id=recipe.hub.repo_id)

@@ -88,7 +88,7 @@ _HUB_DATASET_ID = re.compile(r"^[\w.-]+(?:/[\w.-]+)?$")
 _FILE_SUFFIXES = (".txt", ".csv", ".tsv", ".json", ".jsonl", ".parquet")
 RUN_FACTS = frozenset({
     "step", "steps", "best_step", "epoch", "tokens", "train_seconds", "skipped_steps", "eval_tokens",
-    "trainable_parameters", "total_parameters",
+    "trainable_parameters", "total_parameters", "num_processes",
 })  # fmt: skip
 """Results that describe the run, not the model's quality (as do `train_*` and `final_train_*` keys):
 shown in the card's text, never in the model-index."""

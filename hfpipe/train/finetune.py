@@ -43,6 +43,7 @@ from ..model.modeling_hfpipe import (
 from ..tasks import compute_task_metrics, get_task, load_task_data, main_metric_value, preprocess
 from .budget import Budget, budget_spent
 from .checkpoint import checkpoint_dir, find_resume, load_checkpoint, save_checkpoint
+from .distributed import describe, equal_share, full_state_dict, make_accelerator
 from .logs import BudgetBar, MetricsLog, Throughput, flat_config, plot_curves, require_trackers
 from .lora import add_lora, count_parameters, require_peft
 from .optim import build_optimizer, set_lr
@@ -120,8 +121,7 @@ def setup(recipe, model_factory) -> Run:
     # Before any compute, and before resolved_recipe.yaml is overwritten: a tracker that is not installed,
     # a damaged checkpoint, or one trained with another recipe stops the run here.
     report_to, resume_from = require_trackers(recipe.tracking.report_to), find_resume(recipe)
-    accelerator = Accelerator(mixed_precision=train.mixed_precision, log_with=report_to or None,
-                              project_dir=str(out_dir))
+    accelerator = make_accelerator(recipe, report_to=report_to, project_dir=out_dir)  # checks the launch
     set_seed(recipe.seed)
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -249,8 +249,9 @@ def evaluate_and_keep_best(run: Run) -> bool:
     accelerator.print(f"step {state.step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     if run.best is None or value > run.best["value"]:  # the first maximum wins: later ties do not replace it
         run.best, run.bad_evals = {"value": value, "step": state.step, "metrics": metrics}, 0
+        state_dict = full_state_dict(accelerator, run.model)  # collective: gathered from FSDP/ZeRO shards
         if accelerator.is_main_process:
-            save_model_folder(accelerator.unwrap_model(run.model), run.tokenizer, run.out_dir / "best")
+            save_model_folder(accelerator.unwrap_model(run.model), run.tokenizer, run.out_dir / "best", state_dict)
     else:
         run.bad_evals += 1
     accelerator.wait_for_everyone()
@@ -282,11 +283,12 @@ def predict(model, accelerator, dataset, tokenizer, batch_size: int, kind: str) 
     """Per-example raw predictions in dataset order, gathered from all processes."""
     model.eval()
     world, rank = accelerator.num_processes, accelerator.process_index
-    mine = list(range(rank, len(dataset), world))  # round-robin: disjoint, complete
+    # Round-robin (disjoint, complete), padded so every rank runs the same number of forward passes.
+    share = equal_share(len(dataset), world, rank)
     results = []
-    for s in range(0, len(mine), batch_size):
-        idx = mine[s : s + batch_size]
-        rows = [dataset[i] for i in idx]
+    for s in range(0, len(share), batch_size):
+        rows = [dataset[i] for i, _ in share[s : s + batch_size]]
+        idx = [i for i, counted in share[s : s + batch_size] if counted]  # padding rows come last
         batch = pad_batch(rows, tokenizer)
         inputs = {k: v.to(accelerator.device) for k, v in batch.items() if k in MODEL_INPUTS}
         out = model(**inputs)
@@ -321,7 +323,7 @@ def finish(run: Run) -> dict:
     recipe, accelerator, best, out_dir = run.recipe, run.accelerator, run.best, run.out_dir
     results = {"task": run.spec.name, "main_metric": run.spec.main_metric, "best_step": best["step"],
                **best["metrics"], "final_train_loss": run.last_loss, "steps": run.state.step,
-               **run.parameters, "history": run.history}
+               **run.parameters, **describe(accelerator), "history": run.history}
     if accelerator.is_main_process:
         if recipe.peft.method == "lora":  # best/ holds the best adapter; the run's model is merged in place
             export_best_adapter(accelerator.unwrap_model(run.model), run.tokenizer, out_dir / "best",

@@ -4,6 +4,7 @@ the loss plot."""
 import importlib.util
 import json
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -127,6 +128,35 @@ class Throughput:
         rate = (tokens - self.last_tokens) / max(now - self.last_time, 1e-9)
         self.last_time, self.last_tokens = now, tokens
         return rate
+
+
+class DataWait:
+    """How long the loop waits for its next batch: `data_wait`, the fraction of each logging window
+    spent in `next(batches)`. Above 10% the input pipeline, not the model, sets the pace: warn once
+    (not for the first window, which includes starting the DataLoader workers)."""
+
+    WARN_ABOVE = 0.10
+
+    def __init__(self, batches: Iterator, warn: Callable[[str], None]):
+        self.batches, self.warn, self.warned = batches, warn, False
+        self.waited, self.window_start, self.windows = 0.0, time.perf_counter(), 0
+
+    def next(self):
+        start = time.perf_counter()
+        item = next(self.batches)
+        self.waited += time.perf_counter() - start
+        return item
+
+    def fraction(self) -> float:
+        """The window's data_wait (and a new window starts); warns the first time it exceeds 10%."""
+        now = time.perf_counter()
+        fraction = self.waited / max(now - self.window_start, 1e-9)
+        self.waited, self.window_start, self.windows = 0.0, now, self.windows + 1
+        if fraction > self.WARN_ABOVE and not self.warned and self.windows > 1:
+            self.warned = True
+            self.warn(f"warning: the loop waited for data {100 * fraction:.0f}% of the last logging window; "
+                      "raise data.num_workers (DataLoader worker processes) so batches are built ahead")
+        return fraction
 
 
 # Dense bf16/fp16 tensor-core peaks (TFLOP/s) for model-FLOPs utilization; set tracking.peak_tflops otherwise.

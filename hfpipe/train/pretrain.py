@@ -39,8 +39,10 @@ from ..model.load import load_encoder
 from ..model.modeling_hfpipe import HfpipeForMaskedLM
 from .budget import Budget, budget_spent
 from .checkpoint import checkpoint_dir, find_resume, load_checkpoint, save_checkpoint
+from .distributed import describe, full_state_dict, make_accelerator
 from .logs import (
     BudgetBar,
+    DataWait,
     MetricsLog,
     Throughput,
     flat_config,
@@ -64,7 +66,8 @@ class Run:
     tokenizer: PreTrainedTokenizerBase
     sampler: StepSampler | StreamSampler
     train_source: Any  # the dataset StepSampler indexes; None when streaming (the sampler yields examples)
-    eval_batches: list[dict]  # this process's share of the fixed-mask validation batches
+    eval_batches: list[tuple[dict, bool]]  # this process's share of the fixed-mask validation batches, and
+    # whether each counts: padding copies (False) give every rank the same number of forward passes
     mlm_probability: float
     budget: Budget
     log: MetricsLog
@@ -137,13 +140,31 @@ def load_data(recipe, accelerator, out_dir: Path):
     return tokenizer, train_set, val_set
 
 
+def equal_eval_batches(recipe, val_set, tokenizer, mlm_probability: float, accelerator) -> list[tuple[dict, bool]]:
+    """This process's share of the fixed-mask validation batches, padded with uncounted copies so every
+    rank runs the same number of forward passes (under FSDP and ZeRO-3 they are collective: a rank with
+    one batch more would wait forever for the others)."""
+    def batches(world: int, rank: int, max_batches: int | None) -> list[dict]:
+        return fixed_eval_batches(val_set, tokenizer, masking=recipe.masking, mlm_probability=mlm_probability,
+                                  seed=recipe.seed, batch_size=recipe.eval.batch_size, max_batches=max_batches,
+                                  world=world, rank=rank)
+
+    mine = [(batch, True) for batch in batches(accelerator.num_processes, accelerator.process_index,
+                                                recipe.eval.max_batches)]
+    counts = accelerator.gather(torch.tensor([len(mine)], device=accelerator.device))  # (world,)
+    missing = int(counts.max()) - len(mine)
+    if missing:
+        padding = mine[0][0] if mine else batches(1, 0, 1)[0]
+        mine += [(padding, False)] * missing
+    return mine
+
+
 def setup(recipe) -> Run:
     train, out_dir = recipe.train, Path(recipe.output_dir)
     # Before any compute, and before resolved_recipe.yaml is overwritten: a tracker that is not installed,
     # a damaged checkpoint, or one trained with another recipe stops the run here.
     report_to, resume_from = require_trackers(recipe.tracking.report_to), find_resume(recipe)
-    accelerator = Accelerator(mixed_precision=train.mixed_precision, log_with=report_to or None,
-                              project_dir=str(out_dir))
+    accelerator = make_accelerator(recipe, report_to=report_to, project_dir=out_dir)  # checks the launch
     world, rank, accum = accelerator.num_processes, accelerator.process_index, train.gradient_accumulation_steps
     set_seed(recipe.seed)
     if accelerator.is_main_process:
@@ -176,9 +197,7 @@ def setup(recipe) -> Run:
     if train.num_epochs:
         epoch_steps = math.ceil(train.num_epochs * len(train_set) / sampler.global_batch)
         max_steps = min(max_steps, epoch_steps) if max_steps else epoch_steps
-    eval_batches = fixed_eval_batches(val_set, tokenizer, masking=recipe.masking, mlm_probability=mlm_probability,
-                                      seed=recipe.seed, batch_size=recipe.eval.batch_size,
-                                      max_batches=recipe.eval.max_batches, world=world, rank=rank)
+    eval_batches = equal_eval_batches(recipe, val_set, tokenizer, mlm_probability, accelerator)
     log = MetricsLog(out_dir / "metrics.jsonl", accelerator.is_main_process, state.step if resume_from else None)
     return Run(recipe, accelerator, model, optimizer, tokenizer, sampler, train_source, eval_batches,
                mlm_probability, Budget(train, total_steps=max_steps), log, state)
@@ -189,6 +208,18 @@ def setup(recipe) -> Run:
 # ----------------------------------------------------------------------------------------------
 
 
+def train_batches(run: Run):
+    """Every step's micro-batches from run.state.step on: read, collated and masked in DataLoader worker
+    processes (data.num_workers) ahead of the loop; the same batches for any number of workers."""
+    accelerator, recipe = run.accelerator, run.recipe
+    rank, step = accelerator.process_index, run.state.step
+    while True:
+        yield [masked_batch(run.train_source, run.sampler.micro_batch(step, a, rank), run.tokenizer,
+                            recipe.masking, run.mlm_probability, recipe.seed, step)
+               for a in range(recipe.train.gradient_accumulation_steps)]
+        step += 1
+
+
 def fit(run: Run) -> None:
     """Train until the budget is spent: lr -> batches -> step -> log / evaluate / save.
     Ctrl-C saves a checkpoint first; the same command then resumes."""
@@ -197,6 +228,7 @@ def fit(run: Run) -> None:
     flops_per_token = mlm_flops_per_token(config, recipe.data.block_size, run.mlm_probability)
     peak = peak_flops(accelerator.device, recipe.tracking.peak_tflops)
     throughput, window = Throughput(state.tokens), []  # window: the finite losses since the last log
+    batches = DataWait(train_batches(run), accelerator.print)  # each step's micro-batches, timed
     interrupted = {"flag": False}
     previous_handler = signal.signal(signal.SIGINT, lambda *_: interrupted.update(flag=True))
     progress = BudgetBar(run.budget, state, desc="pretrain", enabled=accelerator.is_main_process)
@@ -206,12 +238,7 @@ def fit(run: Run) -> None:
         while not budget_spent(run.budget, state, accelerator):
             lr = run.budget.lr(state.step, state.tokens, state.elapsed)
             set_lr(run.optimizer, lr)
-            micro_batches = [
-                masked_batch(run.train_source, run.sampler.micro_batch(state.step, a, accelerator.process_index),
-                             run.tokenizer, recipe.masking, run.mlm_probability, recipe.seed, state.step)
-                for a in range(train.gradient_accumulation_steps)
-            ]
-            result = train_step(run.model, run.optimizer, accelerator, micro_batches, state,
+            result = train_step(run.model, run.optimizer, accelerator, batches.next(), state,
                                 max_grad_norm=train.max_grad_norm, on_nan=train.on_nan,
                                 checkpoints=checkpoint_dir(run.out_dir))
             state.elapsed = time.perf_counter() - start_time
@@ -224,16 +251,19 @@ def fit(run: Run) -> None:
                 rate = throughput.update(state.tokens)
                 record = {"step": state.step, "loss": sum(window) / len(window), "lr": lr, "tokens": state.tokens,
                           "tokens_per_sec": rate, "epoch": round(run.sampler.epoch(state.step), 4),
-                          "elapsed_sec": round(state.elapsed, 2)}
+                          "elapsed_sec": round(state.elapsed, 2), "data_wait": round(batches.fraction(), 4)}
                 if result.grad_norm is not None:
                     record["grad_norm"] = float(result.grad_norm)
                 if peak:
                     record["mfu"] = rate * flops_per_token / peak
                 if state.skipped:
                     record["skipped_steps"] = state.skipped
+                if accelerator.device.type == "cuda":
+                    record["peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
                 run.log.write(record)
                 accelerator.log(record, step=state.step)
-                progress.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}")
+                progress.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}",
+                                     data_wait=f"{record['data_wait']:.0%}")
                 window = []
             if train.eval_every_steps and state.step % train.eval_every_steps == 0:
                 metrics = evaluate(run)
@@ -259,13 +289,15 @@ def fit(run: Run) -> None:
 @torch.no_grad()
 def evaluate(run: Run) -> dict:
     """MLM loss, masked-token accuracy and perplexity over this process's share of the fixed eval
-    batches, summed over processes (each batch belongs to exactly one process: no duplicates)."""
+    batches, summed over processes (each batch counts on exactly one process: no duplicates)."""
     model, accelerator = run.model, run.accelerator
     model.eval()
     totals = torch.zeros(3, dtype=torch.float64, device=accelerator.device)  # loss sum, correct, count
-    for batch in run.eval_batches:
+    for batch, counted in run.eval_batches:
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         out = model(**batch)
+        if not counted:  # padding: the forward pass keeps the ranks in step; its numbers are not counted
+            continue
         labels = batch["labels"][batch["labels"] != -100]  # (N,)
         totals[0] += out.loss.double() * labels.numel()
         totals[1] += (out.logits.argmax(-1) == labels).sum()
@@ -292,10 +324,13 @@ def finish(run: Run) -> dict:
     run.log.write({"step": state.step, **final_eval})
     run.save_checkpoint()
     results = {"step": state.step, "tokens": state.tokens, "train_seconds": round(state.elapsed, 2),
-               "skipped_steps": state.skipped, "final_train_loss": run.last_loss, **final_eval}
+               "skipped_steps": state.skipped, "final_train_loss": run.last_loss, **final_eval,
+               **describe(accelerator)}
+    state_dict = full_state_dict(accelerator, run.model)  # collective: gathered from FSDP/ZeRO shards
     if accelerator.is_main_process:
         final_dir = out_dir / "final"
-        export_final(accelerator.unwrap_model(run.model), run.tokenizer, final_dir, recipe, results)
+        export_final(accelerator.unwrap_model(run.model), run.tokenizer, final_dir, recipe, results,
+                     state_dict=state_dict)
         (out_dir / "results.json").write_text(json.dumps(results, indent=2))
         if recipe.tracking.plot:
             plot_curves(out_dir / "metrics.jsonl", out_dir / "loss_curve.png", f"pretraining: {recipe.model.preset}")

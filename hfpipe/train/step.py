@@ -12,7 +12,6 @@ hfpipe/ that runs a backward pass.
 
 import math
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -85,7 +84,10 @@ def train_step(
 
     `loss_fn(model, batch) -> mean loss over the batch's targets` replaces `model(**batch).loss`
     (the benchmark's full-logits variant computes BERT's loss through this same step)."""
-    world, device = accelerator.num_processes, accelerator.device
+    world, device, accum = accelerator.num_processes, accelerator.device, len(micro_batches)
+    if accum != accelerator.gradient_accumulation_steps:
+        raise ValueError(f"train_step got {accum} micro-batches but the Accelerator accumulates "
+                         f"{accelerator.gradient_accumulation_steps}: make it with gradient_accumulation_steps={accum}")
 
     # Every process needs the global counts before its first backward: they set the weights.
     counts = [count_targets(mb) for mb in micro_batches]
@@ -95,15 +97,16 @@ def train_step(
 
     step_loss = torch.zeros((), dtype=torch.float64, device=device)
     for a, mb in enumerate(micro_batches):
-        mb = {k: v.to(device) for k, v in mb.items()}
-        last = a == len(micro_batches) - 1
-        # Gradients are summed locally and all-reduced once, with the last micro-batch.
-        with nullcontext() if last else accelerator.no_sync(model):
+        mb = {k: v.to(device, non_blocking=True) for k, v in mb.items()}
+        # accelerate's protocol: gradients sync (DDP all-reduce, FSDP reduce-scatter, DeepSpeed's step) only
+        # on the last micro-batch, so every backend syncs and steps exactly once per optimizer step.
+        with accelerator.accumulate(model):
             loss = model(**mb).loss if loss_fn is None else loss_fn(model, mb)
             # Each target counts once in the whole global batch (not a mean of micro-batch means), so
-            # 2 processes x batch b give 1 process x batch 2b's gradient; x world undoes DDP's average.
+            # 2 processes x batch b give 1 process x batch 2b's gradient. x world undoes the backends'
+            # average over processes; x accum undoes accelerate's (and DeepSpeed's) division by accum.
             weight = counts[a] / max(global_targets, 1)
-            accelerator.backward(loss * weight * world)
+            accelerator.backward(loss * (weight * world * accum))
         step_loss += loss.detach().double() * weight
     loss_value = accelerator.reduce(step_loss, reduction="sum").item()  # the same on every process
 
@@ -118,9 +121,10 @@ def train_step(
         state.skipped += 1
         accelerator.print(f"warning: non-finite loss at step {state.step + 1}; update skipped ({state.skipped} so far)")
     else:
-        if max_grad_norm:  # bounds the update when a batch's gradient spikes
+        if max_grad_norm:  # bounds the update when a batch's gradient spikes (DeepSpeed: clipped in its
+            # step, configured by train/distributed.py; this returns the norm it measured)
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
-        optimizer.step()
+        optimizer.step()  # a no-op under DeepSpeed, whose engine stepped in the last backward
         optimizer.zero_grad(set_to_none=True)
     state.step += 1
     state.tokens += global_tokens

@@ -182,6 +182,24 @@ def test_two_processes_match_one_process_with_twice_the_batch(tmp_path):
     assert model.config.model_type == "hfpipe"
 
 
+def test_two_processes_accumulating_two_micro_batches_match_one_process(tmp_path):
+    # accelerate's accumulation protocol (sync on the last micro-batch only) changes nothing in the numbers
+    no_dropout = {
+        "model.config_overrides": "{hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0}",
+        "train.max_steps": 4, "train.eval_every_steps": "null", "train.save_every_steps": "null",
+    }
+    one = run_cli(["pretrain", str(REPO / "recipes/pretrain/tiny.yaml"),
+                   *tiny_overrides(tmp_path, "one", **no_dropout, **{"train.batch_size": 8})])
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = launch.run(launch.two_process_command(
+        "pretrain", str(REPO / "recipes/pretrain/tiny.yaml"),
+        *tiny_overrides(tmp_path, "two", **no_dropout, **{"train.batch_size": 2, "train.gradient_accumulation_steps": 2})))
+    assert two.returncode == 0, two.stderr[-3000:]
+    l1, l2 = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert sorted(l1) == [1, 2, 3, 4]
+    assert [l2[s] for s in sorted(l1)] == pytest.approx([l1[s] for s in sorted(l1)], rel=1e-5)
+
+
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     from hfpipe.train.pretrain import pretrain
     from hfpipe.train.step import TrainingError

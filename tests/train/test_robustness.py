@@ -147,10 +147,12 @@ def test_the_command_line_prints_one_line_for_an_empty_corpus(tmp_path):
 # ----------------------------------------------------------------------------------------------
 
 
-def test_num_workers_is_rejected_until_it_is_implemented():
-    with pytest.raises(RecipeError, match=r"train\.num_workers: is not implemented yet .*leave it at 0, got 2"):
+def test_num_workers_lives_in_data():
+    with pytest.raises(RecipeError, match=r"unknown key 'train\.num_workers'"):
         load_recipe(PRETRAIN, PretrainRecipe, ["train.num_workers=2"])
-    assert load_recipe(PRETRAIN, PretrainRecipe, ["train.num_workers=0"]).train.num_workers == 0
+    with pytest.raises(RecipeError, match=r"data\.num_workers: must be >= 0, got -1"):
+        load_recipe(PRETRAIN, PretrainRecipe, ["data.num_workers=-1"])
+    assert load_recipe(PRETRAIN, PretrainRecipe, ["data.num_workers=2"]).data.num_workers == 2
 
 
 @pytest.mark.parametrize("tracker", ["tensorboard", "wandb", "trackio"])

@@ -44,7 +44,7 @@ def cat(a: dict, b: dict) -> dict:
 
 def step(model, micro_batches, state=None, lr=0.1, **kwargs):
     """One train_step with plain SGD (an update proportional to the gradient, unlike Adam's)."""
-    accelerator = Accelerator(cpu=True)
+    accelerator = Accelerator(cpu=True, gradient_accumulation_steps=len(micro_batches))
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     model, optimizer = accelerator.prepare(model, optimizer)
     kwargs = {"max_grad_norm": None, "on_nan": "stop", "checkpoints": "run/checkpoints", **kwargs}

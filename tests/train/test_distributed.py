@@ -1,0 +1,226 @@
+"""What `accelerate launch` users rely on, tested on CPU as far as CPU allows (train/distributed.py):
+the precision in force, launches that cannot work stopped before any compute, a failing rank ending
+the job, every rank running the same number of eval forward passes, and full-state-dict saves of
+FSDP2-sharded models (torch's `fully_shard` over gloo). Full FSDP and DeepSpeed runs need GPUs:
+bench/gpu_check.py (`make bench-gpu`)."""
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+
+import launch
+import torch
+from accelerate import debug_launcher
+from launch import REPO, cli_env
+
+from hfpipe.train import distributed
+from hfpipe.train.distributed import equal_share, resolve_precision
+
+CPU = torch.device("cpu")
+
+
+# ----------------------------------------------------------------------------------------------
+# Precision
+# ----------------------------------------------------------------------------------------------
+
+
+def test_auto_precision_follows_the_cpu_flags(monkeypatch):
+    monkeypatch.setattr(distributed, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert resolve_precision("auto", CPU)[0] == "no"
+    assert "AVX512-BF16 or AMX" in resolve_precision("auto", CPU)[1]
+    for flags in ({"avx2", "avx512_bf16"}, {"amx_bf16", "amx_tile"}):
+        monkeypatch.setattr(distributed, "cpu_flags", lambda flags=flags: frozenset(flags))
+        assert resolve_precision("auto", CPU)[0] == "bf16"
+
+
+def test_null_leaves_the_launcher_and_explicit_values_win():
+    assert resolve_precision(None, CPU)[0] is None  # Accelerator then reads the launcher's choice
+    for value in ("no", "bf16", "fp16"):
+        assert resolve_precision(value, CPU)[0] == value
+
+
+def _tiny(tmp_path, name: str, *extra: str) -> list[str]:
+    return ["pretrain", str(REPO / "recipes/pretrain/tiny.yaml"), f"output_dir={tmp_path / name}",
+            "train.max_steps=2", "train.eval_every_steps=null", "train.save_every_steps=null",
+            "eval.max_batches=1", "data.max_documents=40", "tracking.plot=false", *extra]
+
+
+def _launch_one(args: list[str], *launcher_flags: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+               "--dynamo_backend", "no", *launcher_flags, "-m", "hfpipe", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=cli_env(ACCELERATE_USE_CPU="1"),
+                          timeout=300, cwd=REPO)
+
+
+def test_the_launchers_precision_is_honoured_unless_the_recipe_sets_one(tmp_path):
+    launcher = _launch_one(_tiny(tmp_path, "launcher", "train.mixed_precision=null"), "--mixed_precision", "bf16")
+    assert launcher.returncode == 0, launcher.stderr[-3000:]
+    assert "precision: bf16 (the launcher's choice" in launcher.stdout + launcher.stderr
+    results = json.loads((tmp_path / "launcher" / "results.json").read_text())
+    assert (results["precision"], results["num_processes"], results["distributed_type"]) == ("bf16", 1, "NO")
+    assert "| precision | bf16 |" in (tmp_path / "launcher" / "final" / "README.md").read_text()
+
+    recipe = _launch_one(_tiny(tmp_path, "recipe", "train.mixed_precision=no"), "--mixed_precision", "bf16")
+    assert recipe.returncode == 0, recipe.stderr[-3000:]
+    assert json.loads((tmp_path / "recipe" / "results.json").read_text())["precision"] == "no"
+
+
+# ----------------------------------------------------------------------------------------------
+# Launches that cannot work, and failing ranks
+# ----------------------------------------------------------------------------------------------
+
+
+def test_processes_that_did_not_join_one_job_stop_before_writing(tmp_path):
+    # --multi_gpu on a CPU machine without ACCELERATE_USE_CPU=1: torchrun starts two processes, and
+    # accelerate makes each a single-process job. Both would write runs/... at once.
+    env = {k: v for k, v in cli_env().items() if k != "ACCELERATE_USE_CPU"}
+    result = subprocess.run(launch.two_process_command(*_tiny(tmp_path, "run")), capture_output=True, text=True,
+                            env=env, timeout=300, cwd=REPO)
+    assert result.returncode != 0
+    assert "the launcher started 2 processes (WORLD_SIZE=2) but they did not join one distributed job" in result.stderr
+    assert "set ACCELERATE_USE_CPU=1 and pass --multi_gpu" in result.stderr
+    assert not (tmp_path / "run").exists()  # nothing written, nothing computed
+
+
+def test_a_recipe_the_backend_cannot_run_fails_in_one_line_before_compute(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "hfpipe", *_tiny(
+        tmp_path, "alibi", "model.config_overrides={position_embedding_type: alibi}",
+        "model.attn_implementation=flex_attention")], capture_output=True, text=True, env=cli_env(), timeout=300,
+        cwd=REPO)
+    assert result.returncode != 0
+    error = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(error) == 1 and "model.attn_implementation=sdpa" in error[0] and "alibi" in error[0]
+    assert not (tmp_path / "alibi").exists()
+
+
+FAIL_ON_RANK_1 = textwrap.dedent("""
+    import os, sys
+    import hfpipe.train.pretrain as pretrain
+    if os.environ["RANK"] == "1":  # this rank fails in its first evaluation; rank 0 waits in a collective
+        def evaluate(run):
+            raise RuntimeError("rank 1 lost its data")
+        pretrain.evaluate = evaluate
+    from hfpipe.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def test_a_failing_rank_ends_every_rank_with_its_error(tmp_path):
+    script = tmp_path / "fail_on_rank_1.py"
+    script.write_text(FAIL_ON_RANK_1)
+    command = launch.two_process_command(*_tiny(tmp_path, "run"))
+    command[command.index("-m", 3):command.index("-m", 3) + 2] = [str(script)]  # the script instead of -m hfpipe
+    start = time.monotonic()
+    result = launch.run(command, timeout=240)  # a hang would raise TimeoutExpired
+    assert result.returncode != 0
+    assert "rank 1 lost its data" in result.stderr
+    assert time.monotonic() - start < 200
+
+
+# ----------------------------------------------------------------------------------------------
+# Collective pieces, in two real gloo processes
+# ----------------------------------------------------------------------------------------------
+
+
+def test_equal_share_pads_every_rank_to_the_same_count():
+    shares = [equal_share(5, 3, rank) for rank in range(3)]
+    assert [len(s) for s in shares] == [2, 2, 2]
+    counted = sorted(i for share in shares for i, counted in share if counted)
+    assert counted == [0, 1, 2, 3, 4]  # every item exactly once
+    assert shares[2] == [(2, True), (2, False)]
+    assert equal_share(1, 2, 1) == [(0, False)]  # a rank with nothing still runs one forward pass
+    assert equal_share(0, 2, 0) == []
+
+
+def _eval_counts_body(out: str):
+    from accelerate import Accelerator
+    from datasets import Dataset
+
+    from hfpipe.config import load_recipe
+    from hfpipe.config.pretrain_recipe import PretrainRecipe
+    from hfpipe.data.tokenizer import train_tokenizer
+    from hfpipe.train.pretrain import equal_eval_batches
+
+    accelerator = Accelerator(cpu=True)
+    recipe = load_recipe(REPO / "recipes/pretrain/tiny.yaml", PretrainRecipe, ["eval.batch_size=4"])
+    tokenizer = train_tokenizer(["the cat sat on the mat", "a dog ran in the park"] * 20, recipe.tokenizer)
+    rows = [tokenizer("the cat sat on the mat " * (1 + i % 3), return_special_tokens_mask=True) for i in range(13)]
+    val_set = Dataset.from_list([{"input_ids": r["input_ids"], "special_tokens_mask": r["special_tokens_mask"],
+                                  "position_ids": list(range(len(r["input_ids"])))} for r in rows])
+    batches = equal_eval_batches(recipe, val_set, tokenizer, 0.3, accelerator)  # 13 rows: batches of 4,4,4,1
+    counted = sum(int((b["labels"] != -100).sum()) for b, c in batches if c)
+    with open(f"{out}/rank{accelerator.process_index}.json", "w") as f:
+        json.dump({"forwards": len(batches), "counted_batches": sum(c for _, c in batches),
+                   "counted_rows": sum(len(b["input_ids"]) for b, c in batches if c), "labels": counted}, f)
+
+
+def test_every_rank_runs_the_same_number_of_eval_forwards(tmp_path):
+    debug_launcher(_eval_counts_body, args=(str(tmp_path),), num_processes=3)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(3)]
+    assert [r["forwards"] for r in ranks] == [2, 2, 2]  # 4 batches over 3 ranks: one padding forward each
+    assert [r["counted_batches"] for r in ranks] == [2, 1, 1]
+    assert sum(r["counted_rows"] for r in ranks) == 13  # padding excluded from the totals
+
+
+def _fsdp2_save_body(out: str):
+    from accelerate import Accelerator
+    from torch.distributed.fsdp import fully_shard
+
+    from hfpipe.model.configuration_hfpipe import HfpipeConfig
+    from hfpipe.model.modeling_hfpipe import HfpipeForMaskedLM
+
+    accelerator = Accelerator(cpu=True)
+    torch.manual_seed(0)
+    model = HfpipeForMaskedLM(HfpipeConfig.from_preset("bert-tiny", vocab_size=96, max_position_embeddings=32))
+    whole = {k: v.clone() for k, v in model.state_dict().items()}
+    for layer in model.model.layers:
+        fully_shard(layer)
+    fully_shard(model)
+    local = model.model.layers[0].mixer.qkv.weight.to_local()
+    state_dict = distributed.full_state_dict(accelerator, model)
+    if accelerator.is_main_process:
+        assert local.shape[0] < whole["model.layers.0.mixer.qkv.weight"].shape[0]  # really sharded
+        assert state_dict.keys() == whole.keys()
+        assert all(torch.equal(state_dict[k], whole[k]) for k in whole)
+        HfpipeForMaskedLM(model.config).save_pretrained(out, state_dict=state_dict)
+    else:
+        assert state_dict is None
+
+
+def test_fsdp2_sharded_model_saves_its_full_state_dict(tmp_path):
+    from hfpipe.model.configuration_hfpipe import HfpipeConfig
+    from hfpipe.model.modeling_hfpipe import HfpipeForMaskedLM
+
+    debug_launcher(_fsdp2_save_body, args=(str(tmp_path / "final"),), num_processes=2)
+    torch.manual_seed(0)
+    reference = HfpipeForMaskedLM(HfpipeConfig.from_preset("bert-tiny", vocab_size=96, max_position_embeddings=32))
+    reloaded = HfpipeForMaskedLM.from_pretrained(tmp_path / "final")
+    for name, value in reference.state_dict().items():
+        assert torch.equal(reloaded.state_dict()[name], value), name
+
+
+# ----------------------------------------------------------------------------------------------
+# The GPU check (bench/gpu_check.py): its runs are valid recipes, and it says when there is no GPU
+# ----------------------------------------------------------------------------------------------
+
+
+def test_gpu_check_runs_are_valid_recipes_and_it_refuses_without_cuda(tmp_path):
+    from hfpipe.config import load_recipe
+    from hfpipe.config.pretrain_recipe import PretrainRecipe
+
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    for attn in ("sdpa", "flex_attention", "flash_attention_2"):
+        recipe = load_recipe(REPO / "recipes/pretrain/modern-small-wikitext.yaml", PretrainRecipe,
+                             gpu_check.recipe_overrides(tmp_path, 50, 32, attn))
+        assert (recipe.model.preset, recipe.data.block_size, recipe.train.mixed_precision) == ("modern-base", 512, "bf16")
+        assert recipe.data.num_workers == 2 and recipe.train.max_steps == 50
+    if not torch.cuda.is_available():
+        result = subprocess.run([sys.executable, str(REPO / "bench/gpu_check.py")], capture_output=True, text=True,
+                                env=cli_env(), timeout=120, cwd=REPO)
+        assert result.returncode == 2 and "needs CUDA GPUs" in result.stdout
