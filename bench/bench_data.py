@@ -1,6 +1,7 @@
 """Benchmark hfpipe's data path against the way transformers' run_mlm example does the same work.
 
     python bench/bench_data.py [--data ../shared/data/wikitext-2/train.txt] [--out bench/results/data.json]
+    python bench/bench_data.py --pipeline-only       # section 6 alone (about a minute)
 
 On WikiText-2 train (10.8 MB) it times, side by side in one run:
 1. tokenizer training: `hfpipe.data.tokenizer.train_tokenizer` (WordPiece, 8192) vs transformers'
@@ -12,12 +13,21 @@ On WikiText-2 train (10.8 MB) it times, side by side in one run:
    return_special_tokens_mask=True)` then `group_texts` (itertools.chain concatenation);
 4. a second `tokenize_dataset` call (the datasets cache hit);
 5. streaming tokenization of the corpus at 1x and 4x its size, each in a fresh process,
-   recording throughput and peak-RSS growth (memory must stay flat as the corpus grows).
+   recording throughput and peak-RSS growth (memory must stay flat as the corpus grows);
+6. the pretraining input pipeline (sample, read, collate, mask one micro-batch of 32 rows, mlm 0.3)
+   at block 128 and at block 512 with whole-word masking, in one preparation process with one
+   torch thread (what a DataLoader worker gets): "before" = the previous path, rebuilt here from
+   public functions (rows read one by one, collated row by row, `mask_tokens` called per row with
+   its own `make_generator(seed, step, position)`), vs "after" = `pretrain_steps` (one arrow gather,
+   vectorised collation, the whole batch masked at once with per-row keys); plus `step_loader` with
+   2 DataLoader workers feeding this process. Without WikiText-2 this section runs alone on the
+   embedded corpus (builtin:python-docs) and says so.
 
 Every timed map runs on a fresh datasets cache folder (a first run, no cache hits), with the
 same tokenizer and num_proc=None for both sides; steps 2-3 are repeated `--repeats` times,
 alternating hfpipe and baseline, and the median is reported (this machine is shared, timings are
-noisy). MB/s is corpus bytes / seconds; tokens/s counts the tokens in the produced rows.
+noisy). MB/s is corpus bytes / seconds; tokens/s counts the tokens in the produced rows (in section 6: the
+real, non-padding tokens of the produced batches).
 Prints a markdown table and writes JSON to --out.
 """
 
@@ -43,9 +53,12 @@ os.environ["TOKENIZERS_PARALLELISM"] = "true"  # both sides may use every core i
 import datasets  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 import tokenizers  # noqa: E402
+import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from hfpipe.config import DataArgs, TokenizerArgs  # noqa: E402
+from hfpipe.config import DataArgs, MaskingArgs, TokenizerArgs  # noqa: E402
+from hfpipe.data.loader import StepSampler, pretrain_steps, step_loader  # noqa: E402
+from hfpipe.data.masking import make_generator, mask_tokens  # noqa: E402
 from hfpipe.data.sources import iter_texts, load_text_datasets, tokenize_dataset  # noqa: E402
 from hfpipe.data.tokenizer import load_tokenizer, train_tokenizer  # noqa: E402
 
@@ -137,6 +150,121 @@ def streaming_memory(path: Path, tokenizer_dir: str, tmp: Path) -> list[dict]:
     return results
 
 
+# --- 6. the pretraining input pipeline, one preparation process -------------------------------------
+
+PIPELINE_CASES = ((128, False), (512, True))  # (block size, whole-word masking)
+MICRO_BATCH, MLM_PROBABILITY = 32, 0.3
+
+
+def before_collate(examples: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """The previous `collate`: pad to the longest row, filling row by row."""
+    width = max(len(e["input_ids"]) for e in examples)
+    names = [n for n in ("input_ids", "position_ids", "special_tokens_mask", "word_starts") if n in examples[0]]
+    fills = {"input_ids": pad_token_id, "position_ids": 0, "special_tokens_mask": 1, "word_starts": 1}
+    batch = {n: torch.full((len(examples), width), fills[n], dtype=torch.long) for n in names}
+    batch["attention_mask"] = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, example in enumerate(examples):
+        n = len(example["input_ids"])
+        batch["attention_mask"][i, :n] = 1
+        for name in names:
+            batch[name][i, :n] = torch.as_tensor(example[name])
+    return batch
+
+
+def before_masked_batch(rows, items, tokenizer, masking: MaskingArgs, seed: int, step: int) -> dict:
+    """The previous `masked_batch`: rows read one by one, then `mask_tokens` once per row with its own
+    generator seeded from (seed, step, global position)."""
+    batch = before_collate([rows[i] for _, i in items], tokenizer.pad_token_id)
+    vocab_size, special_ids = len(tokenizer), tokenizer.all_special_ids
+    inputs, labels = [], []
+    for row, (g, _) in enumerate(items):
+        x, y = mask_tokens(
+            batch["input_ids"][row : row + 1], special_tokens_mask=batch["special_tokens_mask"][row : row + 1],
+            mask_token_id=tokenizer.mask_token_id, vocab_size=vocab_size, args=masking,
+            mlm_probability=MLM_PROBABILITY, generator=make_generator(seed, step, g),
+            word_starts=batch["word_starts"][row : row + 1] if masking.whole_word else None,
+            special_token_ids=special_ids,
+        )  # fmt: skip
+        inputs.append(x)
+        labels.append(y)
+    return {"input_ids": torch.cat(inputs), "attention_mask": batch["attention_mask"],
+            "position_ids": batch["position_ids"], "labels": torch.cat(labels)}  # fmt: skip
+
+
+def tokens_per_second(make_batches, steps: range, repeats: int) -> float:
+    """Median over `repeats` of real tokens / seconds for `make_batches(step)` over `steps`."""
+    rates = []
+    for _ in range(repeats):
+        start, tokens = time.perf_counter(), 0
+        for step in steps:
+            tokens += sum(int(mb["attention_mask"].sum()) for mb in make_batches(step))
+        rates.append(tokens / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def pipeline(source: str, tokenizer, cache: Path, repeats: int) -> list[dict]:
+    """Section 6: tokens/s before vs after in one process (1 torch thread), and with 2 workers."""
+    return [pipeline_case(source, block, whole_word, tokenizer, cache, repeats) for block, whole_word in PIPELINE_CASES]
+
+
+def pipeline_case(source: str, block: int, whole_word: bool, tokenizer, cache: Path, repeats: int) -> dict:
+    args = DataArgs(source=source, cache_dir=str(cache / "pipeline"), block_size=block)
+    train, _ = load_text_datasets(args, seed=0)
+    rows = tokenize_dataset(train, tokenizer, args, whole_word=whole_word)
+    masking = MaskingArgs(whole_word=whole_word)
+    sampler = StepSampler(len(rows), 0, MICRO_BATCH, 1, 1)
+    steps = pretrain_steps(rows, sampler, tokenizer, masking, MLM_PROBABILITY, 0, 0, 1)
+
+    def before(step: int) -> list[dict]:
+        return [before_masked_batch(rows, sampler.micro_batch(step, 0, 0), tokenizer, masking, 0, step)]
+
+    def after(step: int) -> list[dict]:
+        return steps[step]["micro_batches"]
+
+    before(0), after(0)  # warm up: caches, lazy imports
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one preparation process, as a DataLoader worker runs
+    try:
+        rate_before = tokens_per_second(before, range(1, 31), repeats)
+        rate_after = tokens_per_second(after, range(1, 301), repeats)
+    finally:
+        torch.set_num_threads(threads)
+    loader = step_loader(steps, 0, num_workers=2)
+    next(loader)  # the workers start
+    rate_workers = tokens_per_second(lambda _: next(loader), range(1, 601), repeats)
+    loader.close()
+    return {"block_size": block, "whole_word": whole_word, "micro_batch": MICRO_BATCH, "rows": len(rows),
+            "before_tokens_per_s": rate_before, "after_tokens_per_s": rate_after,
+            "workers2_tokens_per_s": rate_workers}  # fmt: skip
+
+
+def pipeline_table(results: dict) -> str:
+    lines = [
+        f"Pretraining input pipeline on {results['pipeline_data']}: micro-batch {MICRO_BATCH}, mlm "
+        f"{MLM_PROBABILITY}, real tokens/s, median of {results['pipeline_repeats']} runs",
+        "",
+        "| rows | before: one process | after: one process | speed-up | after: 2 DataLoader workers |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results["pipeline"]:
+        label = f"block {r['block_size']}" + (", whole-word" if r["whole_word"] else "")
+        lines.append(f"| {label} | {r['before_tokens_per_s'] / 1e3:,.0f}k | {r['after_tokens_per_s'] / 1e3:,.0f}k | "
+                     f"{r['after_tokens_per_s'] / r['before_tokens_per_s']:.1f}x | "
+                     f"{r['workers2_tokens_per_s'] / 1e3:,.0f}k |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def pipeline_only(options, tmp: Path, results: dict) -> dict:
+    """Section 6 alone: on WikiText-2 when present, else on the embedded corpus."""
+    source = str(options.data) if options.data.is_file() else "builtin:python-docs"
+    if source != str(options.data):
+        print(f"{options.data} not found: the input pipeline runs on the embedded corpus builtin:python-docs")
+    train, _ = load_text_datasets(DataArgs(source=source, cache_dir=str(tmp / "c0")), seed=0)
+    tokenizer = train_tokenizer(iter_texts(train), TokenizerArgs(type="wordpiece"), output_dir=tmp / "tok-pipeline")
+    return {**results, "pipeline_data": source, "pipeline_repeats": options.repeats,
+            "pipeline": pipeline(source, tokenizer, tmp, options.repeats)}  # fmt: skip
+
+
 # --- main -------------------------------------------------------------------------------------------
 
 
@@ -145,15 +273,22 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "data.json")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--pipeline-only", action="store_true", help="run section 6 (the input pipeline) alone")
     options = parser.parse_args()
-    if not options.data.is_file():
-        sys.exit(f"{options.data} not found: pass --data PATH (WikiText-2 train.txt lives in ../shared/data)")
     path = str(options.data)
-    mb = options.data.stat().st_size / 1e6
     tmp = Path(tempfile.mkdtemp(prefix="hfpipe-bench-"))
-    results: dict = {"data": path, "mb": mb, "block_size": BLOCK, "cpus": os.cpu_count(),
-                     "python": platform.python_version(), "datasets": datasets.__version__,
+    results: dict = {"data": path, "block_size": BLOCK, "cpus": os.cpu_count(),
+                     "python": platform.python_version(), "torch": torch.__version__, "datasets": datasets.__version__,
                      "tokenizers": tokenizers.__version__, "transformers": transformers.__version__}  # fmt: skip
+    if options.pipeline_only or not options.data.is_file():
+        if not options.data.is_file():
+            print(f"{options.data} not found: sections 1-5 are skipped (pass --data PATH; WikiText-2 train.txt "
+                  "lives in ../shared/data)")
+        results = pipeline_only(options, tmp, results)
+        write(options.out, results, pipeline_table(results))
+        return
+    mb = options.data.stat().st_size / 1e6
+    results["mb"] = mb
 
     # 1. Tokenizer training (once each: the trainers are deterministic and take seconds).
     corpus = datasets.load_dataset("text", data_files=path, split="train", cache_dir=str(tmp / "c0"))
@@ -186,11 +321,17 @@ def main() -> None:
     # 5. Streaming memory at 1x and 4x.
     results["streaming"] = streaming_memory(options.data, str(tmp / "tok-wordpiece"), tmp)
 
-    table = report(results, mb)
+    # 6. The pretraining input pipeline.
+    results.update(pipeline_data=path, pipeline_repeats=options.repeats,
+                   pipeline=pipeline(path, tokenizer, tmp, options.repeats))  # fmt: skip
+    write(options.out, results, report(results, mb) + "\n\n" + pipeline_table(results))
+
+
+def write(out: Path, results: dict, table: str) -> None:
     print(table)
-    options.out.parent.mkdir(parents=True, exist_ok=True)
-    options.out.write_text(json.dumps({**results, "table": table}, indent=2) + "\n")
-    print(f"\nwrote {options.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({**results, "table": table}, indent=2) + "\n")
+    print(f"\nwrote {out}")
 
 
 def one_repeat(path: str, tokenizer, cache: Path, runs: dict, counts: dict) -> None:

@@ -238,6 +238,9 @@ def shard_for_process(dataset: Dataset | IterableDataset, rank: int, world_size:
     return split_dataset_by_node(dataset, rank=rank, world_size=world_size)
 
 
+PAD_VALUES = {"position_ids": 0, "special_tokens_mask": 1, "word_starts": 1}  # input_ids: the pad token
+
+
 def collate(
     examples: list[dict[str, Any]], pad_token_id: int, pad_to_multiple_of: int | None = None
 ) -> dict[str, torch.Tensor]:
@@ -250,27 +253,36 @@ def collate(
     """
     if not examples:
         raise ValueError("collate needs at least one example")
+    names = [name for name in ("input_ids", *PAD_VALUES) if name in examples[0]]
+    lengths = np.fromiter((len(e["input_ids"]) for e in examples), dtype=np.int64, count=len(examples))
+    flat = {name: np.concatenate([np.asarray(e[name], dtype=np.int64) for e in examples]) for name in names}
+    return collate_columns(flat, lengths, pad_token_id, pad_to_multiple_of)
+
+
+def collate_columns(
+    columns: dict[str, np.ndarray], lengths: np.ndarray, pad_token_id: int, pad_to_multiple_of: int | None = None
+) -> dict[str, torch.Tensor]:
+    """`collate` for rows given as flat columns: row i of a column is the next lengths[i] values of
+    `columns[name]` (as arrow stores list columns). Vectorised: one reshape per column when every row
+    has the padded width (packed rows), else one masked scatter."""
+    if len(lengths) == 0:
+        raise ValueError("collate needs at least one example")
     if pad_token_id is None:
         raise ValueError("collate needs a pad_token_id; the tokenizer has no pad token")
-    lengths = [len(e["input_ids"]) for e in examples]
-    width = max(lengths)
+    B, width = len(lengths), int(lengths.max())
     if pad_to_multiple_of:
         width = math.ceil(width / pad_to_multiple_of) * pad_to_multiple_of
-    shape = (len(examples), width)
-    batch = {
-        "input_ids": torch.full(shape, pad_token_id, dtype=torch.long),
-        "attention_mask": torch.zeros(shape, dtype=torch.long),
-        "position_ids": torch.zeros(shape, dtype=torch.long),
-        "special_tokens_mask": torch.ones(shape, dtype=torch.long),
-    }
-    has_words = "word_starts" in examples[0]
-    if has_words:
-        batch["word_starts"] = torch.ones(shape, dtype=torch.long)
-    for i, (example, n) in enumerate(zip(examples, lengths)):
-        batch["input_ids"][i, :n] = torch.as_tensor(example["input_ids"])
-        batch["attention_mask"][i, :n] = 1
-        batch["position_ids"][i, :n] = torch.as_tensor(example["position_ids"])
-        batch["special_tokens_mask"][i, :n] = torch.as_tensor(example["special_tokens_mask"])
-        if has_words:
-            batch["word_starts"][i, :n] = torch.as_tensor(example["word_starts"])
+    real = np.arange(width) < lengths[:, None]  # (B, T): 1 = real token
+    batch = {"attention_mask": torch.from_numpy(real.astype(np.int64))}
+    fills = {"input_ids": pad_token_id, **PAD_VALUES}
+    for name, values in columns.items():
+        if bool((lengths == width).all()):
+            padded = values.astype(np.int64).reshape(B, width)  # (B, T)
+        else:
+            padded = np.full((B, width), fills[name], dtype=np.int64)  # (B, T)
+            padded[real] = values
+        batch[name] = torch.from_numpy(padded)
+    for name in ("position_ids", "special_tokens_mask"):  # collate's contract: always present
+        if name not in batch:
+            raise ValueError(f"collate needs {name!r} in every row (rows from tokenize_dataset have it)")
     return batch

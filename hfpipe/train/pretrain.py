@@ -29,7 +29,14 @@ from accelerate.utils import set_seed
 from transformers import PreTrainedTokenizerBase
 
 from ..config import PretrainRecipe, save_recipe, to_dict
-from ..data.loader import StepSampler, StreamSampler, fixed_eval_batches, masked_batch
+from ..data.loader import (
+    StepLoader,
+    StepSampler,
+    StreamSampler,
+    fixed_eval_batches,
+    pretrain_steps,
+    step_loader,
+)
 from ..data.masking import default_mlm_probability
 from ..data.sources import iter_texts, load_text_datasets, shard_for_process, tokenize_dataset
 from ..data.tokenizer import get_tokenizer
@@ -73,13 +80,18 @@ class Run:
     log: MetricsLog
     state: LoopState
     last_loss: float = math.nan
+    batches: StepLoader | None = None  # the training batches, from fit's start
 
     @property
     def out_dir(self) -> Path:
         return Path(self.recipe.output_dir)
 
+    def epoch(self) -> float:
+        """Passes over the training data so far (streaming: only the loader's reading worker knows)."""
+        return self.batches.epoch if self.batches is not None else self.sampler.epoch(self.state.step)
+
     def checkpoint_state(self) -> dict:
-        return {**self.state.to_dict(), "epoch": self.sampler.epoch(self.state.step)}
+        return {**self.state.to_dict(), "epoch": self.epoch()}
 
     def save_checkpoint(self) -> Path:
         """Collective: a resumable checkpoint of this step (with the recipe that trained it)."""
@@ -208,16 +220,14 @@ def setup(recipe) -> Run:
 # ----------------------------------------------------------------------------------------------
 
 
-def train_batches(run: Run):
+def train_batches(run: Run) -> StepLoader:
     """Every step's micro-batches from run.state.step on: read, collated and masked in DataLoader worker
     processes (data.num_workers) ahead of the loop; the same batches for any number of workers."""
-    accelerator, recipe = run.accelerator, run.recipe
-    rank, step = accelerator.process_index, run.state.step
-    while True:
-        yield [masked_batch(run.train_source, run.sampler.micro_batch(step, a, rank), run.tokenizer,
-                            recipe.masking, run.mlm_probability, recipe.seed, step)
-               for a in range(recipe.train.gradient_accumulation_steps)]
-        step += 1
+    recipe, accelerator = run.recipe, run.accelerator
+    steps = pretrain_steps(run.train_source, run.sampler, run.tokenizer, recipe.masking, run.mlm_probability,
+                           recipe.seed, accelerator.process_index, recipe.train.gradient_accumulation_steps)
+    return step_loader(steps, run.state.step, num_workers=recipe.data.num_workers,
+                       pin_memory=accelerator.device.type == "cuda")
 
 
 def fit(run: Run) -> None:
@@ -228,7 +238,8 @@ def fit(run: Run) -> None:
     flops_per_token = mlm_flops_per_token(config, recipe.data.block_size, run.mlm_probability)
     peak = peak_flops(accelerator.device, recipe.tracking.peak_tflops)
     throughput, window = Throughput(state.tokens), []  # window: the finite losses since the last log
-    batches = DataWait(train_batches(run), accelerator.print)  # each step's micro-batches, timed
+    run.batches = train_batches(run)
+    batches = DataWait(run.batches, accelerator.print)  # each step's micro-batches, timed
     interrupted = {"flag": False}
     previous_handler = signal.signal(signal.SIGINT, lambda *_: interrupted.update(flag=True))
     progress = BudgetBar(run.budget, state, desc="pretrain", enabled=accelerator.is_main_process)
@@ -250,7 +261,7 @@ def fit(run: Run) -> None:
             if state.step % train.log_every_steps == 0 and window:
                 rate = throughput.update(state.tokens)
                 record = {"step": state.step, "loss": sum(window) / len(window), "lr": lr, "tokens": state.tokens,
-                          "tokens_per_sec": rate, "epoch": round(run.sampler.epoch(state.step), 4),
+                          "tokens_per_sec": rate, "epoch": round(run.epoch(), 4),
                           "elapsed_sec": round(state.elapsed, 2), "data_wait": round(batches.fraction(), 4)}
                 if result.grad_norm is not None:
                     record["grad_norm"] = float(result.grad_norm)
@@ -283,6 +294,7 @@ def fit(run: Run) -> None:
         raise
     finally:
         signal.signal(signal.SIGINT, previous_handler)
+        run.batches.close()  # stops the DataLoader workers
     progress.close()
 
 

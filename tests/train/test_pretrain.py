@@ -200,6 +200,22 @@ def test_two_processes_accumulating_two_micro_batches_match_one_process(tmp_path
     assert [l2[s] for s in sorted(l1)] == pytest.approx([l1[s] for s in sorted(l1)], rel=1e-5)
 
 
+def test_dataloader_workers_change_nothing_but_speed(tmp_path):
+    # data.num_workers=2 builds the batches in two worker processes: the run is bit-identical to 0 workers
+    runs = {}
+    for workers in (0, 2):
+        name = f"workers{workers}"
+        result = run_cli(["pretrain", str(REPO / "recipes/pretrain/tiny.yaml"), *tiny_overrides(
+            tmp_path, name, **{"data.num_workers": workers, "train.max_steps": 4, "train.save_every_steps": "null"})])
+        assert result.returncode == 0, result.stderr[-3000:]
+        records = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        assert all(0 <= r["data_wait"] <= 1 for r in records if "loss" in r)  # logged with every window
+        runs[workers] = json.loads((tmp_path / name / "results.json").read_text()), losses(tmp_path / name)
+    (results0, losses0), (results2, losses2) = runs[0], runs[2]
+    assert losses0 == losses2 and len(losses0) == 4
+    assert results0["eval_loss"] == results2["eval_loss"] and results0["tokens"] == results2["tokens"]
+
+
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     from hfpipe.train.pretrain import pretrain
     from hfpipe.train.step import TrainingError
