@@ -293,7 +293,7 @@ def test_top_level_must_be_a_mapping(tmp_path):
 
 def test_save_load_round_trip_writes_every_field(tmp_path):
     data = {"task": "cola", "sources": [{"path": "a.txt", "weight": 2}], "extra": {"k": [1, "x"]}}
-    recipe = load_recipe(write(tmp_path, yaml.safe_dump(data)), Recipe, ["train.lr=3e-4"])
+    recipe = load_recipe(write(tmp_path, yaml.safe_dump(data)), Recipe, ["train.lr=3e-4", "train.mixed_precision=no"])
     # A string that YAML 1.2 would read as a float must be quoted when saved.
     recipe = dataclasses.replace(recipe, hub=HubArgs(revision="1e4"))
     path = save_recipe(recipe, tmp_path / "out" / "recipe.yaml")
@@ -304,6 +304,7 @@ def test_save_load_round_trip_writes_every_field(tmp_path):
     assert saved["train"]["warmup_fraction"] == 0.06  # defaults are written too
     assert set(saved["train"]) == {f.name for f in dataclasses.fields(TrainArgs)}
     assert saved["train"]["mixed_precision"] == "no"  # quoted, so even a YAML 1.1 reader gets the string
+    assert saved["train"]["max_tokens"] is None and "max_tokens: null" in path.read_text()  # null stays null
 
 
 def test_secrets_are_never_written(tmp_path):

@@ -7,13 +7,13 @@ bench/gpu_check.py (`make bench-gpu`)."""
 import json
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
 import launch
 import pytest
 import torch
-from accelerate import debug_launcher
 from launch import REPO, cli_env
 
 from hfpipe.train import distributed
@@ -125,6 +125,26 @@ def test_a_failing_rank_ends_every_rank_with_its_error(tmp_path):
 # ----------------------------------------------------------------------------------------------
 
 
+def gloo_launch(function, args=(), num_processes=2):
+    """accelerate's debug_launcher, but with spawned processes: forking pytest (its OpenMP pool and
+    accelerate state from earlier tests) can hang the children. `function` runs in each process with a
+    gloo group joined through a file rendezvous; it must live at module level."""
+    from accelerate.utils import PrepareForLaunch, patch_environment
+    from torch.multiprocessing import start_processes
+
+    with tempfile.TemporaryDirectory() as rdv, patch_environment(
+        world_size=num_processes, master_addr="127.0.0.1", master_port="29500", accelerate_mixed_precision="no",
+        accelerate_debug_rdv_file=f"{rdv}/store", accelerate_use_cpu="yes", gloo_socket_ifname="lo",
+    ):
+        start_processes(PrepareForLaunch(function, debug=True), args=args, nprocs=num_processes, start_method="spawn")
+
+
+def cpu_accelerator(**kwargs):
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=True, **kwargs)
+
+
 def test_equal_share_pads_every_rank_to_the_same_count():
     shares = [equal_share(5, 3, rank) for rank in range(3)]
     assert [len(s) for s in shares] == [2, 2, 2]
@@ -136,7 +156,6 @@ def test_equal_share_pads_every_rank_to_the_same_count():
 
 
 def _eval_counts_body(out: str):
-    from accelerate import Accelerator
     from datasets import Dataset
 
     from hfpipe.config import load_recipe
@@ -144,7 +163,7 @@ def _eval_counts_body(out: str):
     from hfpipe.data.tokenizer import train_tokenizer
     from hfpipe.train.pretrain import equal_eval_batches
 
-    accelerator = Accelerator(cpu=True)
+    accelerator = cpu_accelerator()
     recipe = load_recipe(REPO / "recipes/pretrain/tiny.yaml", PretrainRecipe, ["eval.batch_size=4"])
     tokenizer = train_tokenizer(["the cat sat on the mat", "a dog ran in the park"] * 20, recipe.tokenizer)
     rows = [tokenizer("the cat sat on the mat " * (1 + i % 3), return_special_tokens_mask=True) for i in range(13)]
@@ -158,7 +177,7 @@ def _eval_counts_body(out: str):
 
 
 def test_every_rank_runs_the_same_number_of_eval_forwards(tmp_path):
-    debug_launcher(_eval_counts_body, args=(str(tmp_path),), num_processes=3)
+    gloo_launch(_eval_counts_body, args=(str(tmp_path),), num_processes=3)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(3)]
     assert [r["forwards"] for r in ranks] == [2, 2, 2]  # 4 batches over 3 ranks: one padding forward each
     assert [r["counted_batches"] for r in ranks] == [2, 1, 1]
@@ -166,13 +185,12 @@ def test_every_rank_runs_the_same_number_of_eval_forwards(tmp_path):
 
 
 def _fsdp2_save_body(out: str):
-    from accelerate import Accelerator
     from torch.distributed.fsdp import fully_shard
 
     from hfpipe.model.configuration_hfpipe import HfpipeConfig
     from hfpipe.model.modeling_hfpipe import HfpipeForMaskedLM
 
-    accelerator = Accelerator(cpu=True)
+    accelerator = cpu_accelerator()
     torch.manual_seed(0)
     model = HfpipeForMaskedLM(HfpipeConfig.from_preset("bert-tiny", vocab_size=96, max_position_embeddings=32))
     whole = {k: v.clone() for k, v in model.state_dict().items()}
@@ -194,7 +212,7 @@ def test_fsdp2_sharded_model_saves_its_full_state_dict(tmp_path):
     from hfpipe.model.configuration_hfpipe import HfpipeConfig
     from hfpipe.model.modeling_hfpipe import HfpipeForMaskedLM
 
-    debug_launcher(_fsdp2_save_body, args=(str(tmp_path / "final"),), num_processes=2)
+    gloo_launch(_fsdp2_save_body, args=(str(tmp_path / "final"),), num_processes=2)
     torch.manual_seed(0)
     reference = HfpipeForMaskedLM(HfpipeConfig.from_preset("bert-tiny", vocab_size=96, max_position_embeddings=32))
     reloaded = HfpipeForMaskedLM.from_pretrained(tmp_path / "final")
@@ -228,13 +246,12 @@ def test_gpu_check_runs_are_valid_recipes_and_it_refuses_without_cuda(tmp_path):
 
 
 def _fsdp2_vs_ddp_body(out: str, sharded: bool):
-    from accelerate import Accelerator
     from test_step import mlm_batch, tiny_model
     from torch.distributed.fsdp import fully_shard
 
     from hfpipe.train.step import LoopState, train_step
 
-    accelerator = Accelerator(cpu=True, gradient_accumulation_steps=2)
+    accelerator = cpu_accelerator(gradient_accumulation_steps=2)
     model = tiny_model(seed=0)
     if sharded:  # FSDP2 as accelerate applies it on GPUs: each layer, then the root
         for layer in model.model.layers:
@@ -261,7 +278,7 @@ def test_fsdp2_training_matches_ddp_step_for_step(tmp_path):
     sys.path.insert(0, str(REPO / "tests" / "train"))
     try:
         for sharded in (False, True):
-            debug_launcher(_fsdp2_vs_ddp_body, args=(str(tmp_path), sharded), num_processes=2)
+            gloo_launch(_fsdp2_vs_ddp_body, args=(str(tmp_path), sharded), num_processes=2)
     finally:
         sys.path.remove(str(REPO / "tests" / "train"))
     ddp, fsdp2 = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("ddp", "fsdp2"))
