@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test lint format demo bench clean
+.PHONY: setup test lint format demo bench bench-gpu clean
 
 # Idempotent: re-runs only when pyproject.toml changes. torch is pinned and installed first because an
 # unpinned torch would pull a multi-GB CUDA build.
@@ -34,6 +34,10 @@ demo: setup
 
 bench: setup
 	$(PY) bench/run_all.py $(BENCH_ARGS)
+
+# On a machine with CUDA GPUs: modern-base at 512 on 1 and all GPUs, FSDP and ZeRO-2 vs DDP (bench/gpu_check.py).
+bench-gpu: setup
+	$(PY) bench/gpu_check.py $(BENCH_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache

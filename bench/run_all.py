@@ -2,11 +2,12 @@
 
     python bench/run_all.py [--only data pretrain parity finetune] [--quick]
 
-  data      tokenizer training, tokenization and packing on WikiText-2: hfpipe vs run_mlm's path
+  data      tokenizer training, tokenization and packing on WikiText-2: hfpipe vs run_mlm's path;
+            pretraining input pipeline tokens/s, before vs after (batched, vectorised, DataLoader workers)
   pretrain  bert-mini MLM throughput, memory and loss-at-equal-time: hfpipe vs BertForMaskedLM
   parity    all-MiniLM-L6-v2 converted to hfpipe vs transformers' BertModel (max abs diff)
   finetune  SST-2 / CoNLL-2003 from all-MiniLM-L6-v2: hfpipe vs BertFor{Sequence,Token}Classification
-  ablations positional encodings, norms and token mixers trained on the same budget (the tutorial's question)
+  ablations `hfpipe ablate` for every suite: positions, norms, norm placement, token mixers (mean ± std over seeds)
   squad     SQuAD v1.1 from all-MiniLM-L6-v2 on the dev set split by article (EM / F1)
 
 Results land in bench/results/*.json. Benchmarks that need ../shared/data skip when it is absent.
@@ -25,7 +26,7 @@ QUICK = {
     "parity": [],
     "finetune": ["--sst2-train", "2000", "--conll-train", "1000"],
     "squad": ["--max-train", "500"],
-    "ablations": ["--steps", "60"],
+    "ablations": ["--suites", "positions", "--steps", "60", "--seeds", "2"],
 }
 SCRIPTS = {"data": "bench_data.py", "pretrain": "bench_pretrain.py", "parity": "minilm_parity.py",
            "finetune": "finetune_compare.py", "squad": "squad_dev_split.py", "ablations": "ablations.py"}

@@ -9,6 +9,7 @@
     hfpipe shapes [--preset NAME]         every tensor shape of one forward pass, dimensions named
     hfpipe attention MODEL TEXT --out F   plot attention maps
     hfpipe lessons [qkv|positions|norms|shapes]   the tutorial's four questions, answered by running code
+    hfpipe ablate positions|norms|norm-position|mixer   train variants x seeds: mean ± std table + curves
     hfpipe export onnx FOLDER OUT [--head base|auto|...]   an onnxruntime serving folder, checked
     hfpipe export sentence-transformers FOLDER OUT [--pooling mean|cls] [--normalize]
     hfpipe push DIR --repo-id ID          upload a model folder to the Hub
@@ -30,6 +31,7 @@ TEACH_COMMANDS = {
     "shapes": ("hfpipe.teach.shapes", "print every tensor shape of one forward pass, with named dimensions"),
     "attention": ("hfpipe.teach.attention_viz", "plot a model's attention probabilities as PNG heatmaps"),
     "lessons": ("hfpipe.teach.lessons", "the tutorial's four questions answered with measurements"),
+    "ablate": ("hfpipe.teach.ablate.command", "train variants x seeds and report mean ± std (the tutorial's questions)"),
 }
 """Commands whose module (torch, the model) builds its own parser: imported only when that command runs."""
 

@@ -14,10 +14,10 @@ This file imports only transformers: it ships to the Hub as remote code beside m
 from transformers import PreTrainedConfig
 
 POSITION_EMBEDDING_TYPES = ("absolute", "sinusoidal", "rope", "alibi", "none")
-NORM_TYPES = ("layernorm", "rmsnorm")
+NORM_TYPES = ("layernorm", "rmsnorm", "batchnorm")
 NORM_POSITIONS = ("post", "pre")
 HIDDEN_ACTS = ("gelu", "geglu", "swiglu")
-TOKEN_MIXERS = ("attention", "pooling")
+TOKEN_MIXERS = ("attention", "pooling", "uniform")
 
 # Written into every config.json so that each Auto class loads the folder with trust_remote_code=True
 # where hfpipe is not installed (`register_for_auto_class` alone would record only the saving class).
@@ -110,10 +110,14 @@ class HfpipeConfig(PreTrainedConfig):
         position_embedding_type: "absolute" (learned table, BERT), "sinusoidal" (fixed, Vaswani 2017),
             "rope" (rotary, Su 2021), "alibi" (linear attention bias, Press 2021) or "none".
         rope_theta: base of the rotary frequencies.
-        norm_type: "layernorm" or "rmsnorm".
+        norm_type: "layernorm" or "rmsnorm" (per token), or "batchnorm" (over the real tokens of the batch,
+            padding left out): the experiment behind "why LayerNorm and not BatchNorm?"
+            (`hfpipe ablate norms`), not a choice for real models.
         norm_position: "post" (BERT: x = norm(x + f(x))) or "pre" (x = x + f(norm(x))).
         token_mixer: "attention", or "pooling" (PoolFormer: average pooling minus identity,
-            MetaFormer, Yu 2022) -- a baseline that shows how much attention buys.
+            MetaFormer, Yu 2022), or "uniform" (every token gets the plain average of its document,
+            what attention computes when every score is equal) -- baselines that show how much
+            attention buys (`hfpipe ablate mixer`).
         pool_size: window of the pooling token mixer (odd).
         use_bias: biases in Linear layers and norms.
         embedding_norm: normalize the summed embeddings (BERT does).
@@ -180,10 +184,10 @@ class HfpipeConfig(PreTrainedConfig):
                              f"(hidden_size / num_attention_heads = {C // H})")
         if position == "sinusoidal" and C % 2:
             raise ValueError(f"HfpipeConfig.position_embedding_type='sinusoidal' needs an even hidden_size, got {C}")
-        if self.token_mixer == "pooling" and position in ("rope", "alibi"):
+        if self.token_mixer != "attention" and position in ("rope", "alibi"):
             raise ValueError(
                 f"HfpipeConfig.position_embedding_type={position!r} acts inside attention, "
-                "so it has no effect with token_mixer='pooling'; use 'absolute', 'sinusoidal' or 'none'"
+                f"so it has no effect with token_mixer={self.token_mixer!r}; use 'absolute', 'sinusoidal' or 'none'"
             )
         if self.pool_size < 1 or self.pool_size % 2 == 0:
             raise ValueError(f"HfpipeConfig.pool_size must be a positive odd number, got {self.pool_size}")

@@ -3,10 +3,10 @@
     from hfpipe import HfpipeConfig, HfpipeForMaskedLM
     model = HfpipeForMaskedLM(HfpipeConfig.from_preset("bert-mini", vocab_size=8192))
 
-Read top to bottom: helpers -> position schemes -> embeddings -> attention masks -> token mixers
-(attention, pooling) -> MLP -> layer -> PreTrainedModel -> base model -> task heads. This file imports
-only torch, transformers and its sibling configuration file, so the pair ships to the Hub as remote
-code unchanged.
+Read top to bottom: helpers (norms) -> position schemes -> embeddings -> attention masks -> token
+mixers (attention, pooling, uniform) -> MLP -> layer -> PreTrainedModel -> base model -> task heads.
+This file imports only torch, transformers and its sibling configuration file, so the pair ships to
+the Hub as remote code unchanged.
 
 Shape legend (every reshape, transpose, split and merge below carries one of these comments):
     B  batch size                 T  tokens per row (sequence length)
@@ -22,11 +22,15 @@ The four questions of the tutorial this grew from, answered where they are in th
   * Is there a better positional encoding?  `position_embedding_type`, one `Positions` class each,
     side by side: learned absolute (BERT), fixed sinusoidal, rotary (RoPE: rotates Q and K so their
     dot product sees only relative distance), ALiBi (a distance penalty added to the scores) or none.
-    `hfpipe` ablation recipes compare them.
+    `hfpipe ablate positions` trains each and tests them on longer inputs than they were trained on.
   * Why LayerNorm and not BatchNorm?  `make_norm`: a token's features are normalized over its own
     C features, so the result never depends on the other rows in the batch, on padding, or on
-    batch size -- train and inference behave the same, one sequence at a time.
+    batch size -- train and inference behave the same, one sequence at a time. `MaskedBatchNorm`
+    is here to be measured against it (`hfpipe ablate norms`); where the norm sits, before or after
+    each branch, is `norm_position` (`hfpipe ablate norm-position`).
   * Which dimension change is which operation?  The shape comments, and `hfpipe shapes`.
+  (And the MetaFormer claim that attention can be replaced: `hfpipe ablate mixer`; docs/walkthrough.md
+  follows one sentence through this file.)
 
 Padding-free (packed) input: several documents may share one row. Pass `position_ids` that restart
 at 0 at each document's first token; attention then never crosses a document boundary and
@@ -65,11 +69,87 @@ from .configuration_hfpipe import HfpipeConfig
 # ----------------------------------------------------------------------------------------------
 
 
-def make_norm(config: HfpipeConfig) -> nn.Module:
-    """LayerNorm or RMSNorm over the C features of each token (never over the batch: see the docstring)."""
+# Every norm in this file is called as `norm(x, token_mask)`, x (..., C) and token_mask (B, T) or None.
+# LayerNorm and RMSNorm take their statistics over the C features of one token, so they never look at
+# the mask -- that is the answer to "why not BatchNorm?" in one signature. Only BatchNorm needs it.
+
+
+class LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm (BERT's norm, same weights and names), called with the token mask it does not need."""
+
+    def forward(self, x: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return super().forward(x)
+
+
+class RMSNorm(nn.RMSNorm):
+    """nn.RMSNorm (no mean, no bias: x / rms(x) * weight), called with the token mask it does not need."""
+
+    def forward(self, x: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return super().forward(x)
+
+
+class NoNorm(nn.Identity):
+    """Where a norm is switched off (embedding_norm / final_norm false): x unchanged."""
+
+    def forward(self, x: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return x
+
+
+class MaskedBatchNorm(nn.Module):
+    """"batchnorm": BatchNorm over the real tokens of the batch. It exists for one experiment
+    (`hfpipe ablate norms`: why LayerNorm and not BatchNorm?), not for real models.
+
+    Training: each feature is normalized with the mean and variance over every real token of the batch
+    (padding left out, so at least padding does not leak in), so a token's output depends on the other
+    sentences in its batch. Evaluation: running averages of those statistics, collected during training
+    as nn.BatchNorm1d does (momentum 0.1, unbiased variance) -- a different function from the one trained.
+    """
+
+    momentum = 0.1
+
+    def __init__(self, hidden_size: int, eps: float, bias: bool = True):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.bias = nn.Parameter(torch.zeros(hidden_size)) if bias else None
+        self.register_buffer("running_mean", torch.zeros(hidden_size))  # (C,)
+        self.register_buffer("running_var", torch.ones(hidden_size))  # (C,)
+
+    def forward(self, x: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.training:
+            mean, var = self.batch_statistics(x, token_mask)
+        else:
+            mean, var = self.running_mean, self.running_var
+        y = (x - mean) * torch.rsqrt(var + self.eps) * self.weight  # (..., C) with (C,) broadcast
+        return y + self.bias if self.bias is not None else y
+
+    def batch_statistics(self, x: torch.Tensor, token_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-feature mean and (biased) variance over the real tokens; updates the running averages."""
+        flat = x.reshape(-1, x.shape[-1]).float()  # (B, T, C) -> (B*T, C), or (N, C) as it is
+        if token_mask is None:
+            real = flat.new_ones(flat.shape[0], 1)  # (B*T, 1): every row counts
+        else:
+            real = token_mask.reshape(-1, 1).to(flat.dtype)  # (B, T) -> (B*T, 1): 1 for real tokens
+        count = real.sum().clamp(min=1)
+        mean = (flat * real).sum(0) / count  # (B*T, C) -> (C,)
+        var = ((flat - mean) ** 2 * real).sum(0) / count  # (B*T, C) -> (C,)
+        with torch.no_grad():
+            unbiased = var * count / (count - 1).clamp(min=1)
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_var.lerp_(unbiased, self.momentum)
+        return mean.to(x.dtype), var.to(x.dtype)
+
+
+def make_norm(config: HfpipeConfig, enabled: bool = True) -> nn.Module:
+    """The norm of `config.norm_type` over the C features (NoNorm where `enabled` is False)."""
+    if not enabled:
+        return NoNorm()
     if config.norm_type == "rmsnorm":
-        return nn.RMSNorm(config.hidden_size, eps=config.norm_eps)
-    return nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.use_bias)
+        return RMSNorm(config.hidden_size, eps=config.norm_eps)
+    if config.norm_type == "batchnorm":  # eps at least nn.BatchNorm1d's 1e-5: a feature constant over a
+        # small batch would be multiplied by 1e6 with BERT's 1e-12
+        return MaskedBatchNorm(config.hidden_size, eps=max(config.norm_eps, 1e-5), bias=config.use_bias)
+    return LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.use_bias)
 
 
 # hidden_act -> the nonlinearity. "geglu" and "swiglu" are gated (Shazeer, 2020): the MLP applies the
@@ -272,10 +352,10 @@ class HfpipeEmbeddings(nn.Module):
             nn.Embedding(config.type_vocab_size, config.hidden_size) if config.type_vocab_size > 0 else None
         )
         self.position_embeddings = make_positions(config)  # the position scheme, whichever it is
-        self.norm = make_norm(config) if config.embedding_norm else nn.Identity()
+        self.norm = make_norm(config, enabled=config.embedding_norm)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_ids, token_type_ids, position_ids, inputs_embeds=None) -> torch.Tensor:
+    def forward(self, input_ids, token_type_ids, position_ids, inputs_embeds=None, token_mask=None) -> torch.Tensor:
         x = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T) -> (B, T, C)
         if self.token_type_embeddings is not None:
             if token_type_ids is None:
@@ -284,7 +364,7 @@ class HfpipeEmbeddings(nn.Module):
         positions = self.position_embeddings(position_ids, x.dtype)  # (B, T) -> (B, T, C), or None: no vector
         if positions is not None:
             x = x + positions
-        return self.dropout(self.norm(x))
+        return self.dropout(self.norm(x, token_mask))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -442,6 +522,37 @@ class HfpipePoolingMixer(nn.Module):
         return total / count.clamp(min=1) - x, None
 
 
+class HfpipeUniformMixer(nn.Module):
+    """"uniform": every token receives the plain average of the real tokens of its document -- what
+    attention computes when every score is equal (and V and the output projection are the identity).
+
+    The weights are fixed, the same for every token and every sentence: a baseline that tells how much of
+    attention's gain comes from mixing at all and how much from choosing *what* to mix. No parameters.
+    Unlike PoolFormer it does not subtract x: in a post-norm layer, norm(x + mean - x) would make every
+    token of a document identical after the first layer.
+    """
+
+    def __init__(self, config: HfpipeConfig, layer_idx: int):
+        super().__init__()
+
+    def forward(self, x: torch.Tensor, layout: TokenLayout, output_attentions: bool = False):
+        B, T, C = x.shape
+        real = layout.token_mask if layout.token_mask is not None else x.new_ones(B, T, dtype=torch.bool)
+        docs = layout.document_ids if layout.document_ids is not None else x.new_zeros(B, T, dtype=torch.long)
+        same = docs[:, :, None] == docs[:, None, :]  # (B, T, 1) vs (B, 1, T) -> (B, T, T): same document
+        allowed = (same & real[:, None, :]).to(x.dtype)  # (B, T, T) & (B, 1, T): real keys of my document
+        weights = allowed / allowed.sum(-1, keepdim=True).clamp(min=1)  # (B, T, T): each row sums to 1
+        return weights @ x, None  # (B, T, T) @ (B, T, C) -> (B, T, C)
+
+
+# token_mixer -> the module that moves information between tokens
+TOKEN_MIXERS: dict[str, type[nn.Module]] = {
+    "attention": HfpipeSelfAttention,
+    "pooling": HfpipePoolingMixer,
+    "uniform": HfpipeUniformMixer,
+}
+
+
 # ----------------------------------------------------------------------------------------------
 # MLP and layer
 # ----------------------------------------------------------------------------------------------
@@ -473,8 +584,7 @@ class HfpipeLayer(GradientCheckpointingLayer):
 
     def __init__(self, config: HfpipeConfig, layer_idx: int):
         super().__init__()
-        mixer_class = HfpipeSelfAttention if config.token_mixer == "attention" else HfpipePoolingMixer
-        self.mixer = mixer_class(config, layer_idx)
+        self.mixer = TOKEN_MIXERS[config.token_mixer](config, layer_idx)
         self.mixer_norm = make_norm(config)
         self.mlp = HfpipeMLP(config)
         self.mlp_norm = make_norm(config)
@@ -482,14 +592,15 @@ class HfpipeLayer(GradientCheckpointingLayer):
         self.pre_norm = config.norm_position == "pre"
 
     def forward(self, x: torch.Tensor, layout: TokenLayout, output_attentions: bool = False):
+        real = layout.token_mask  # (B, T) or None: only BatchNorm looks at it
         if self.pre_norm:  # x + f(norm(x)): the residual stream itself is never normalized
-            mixed, probs = self.mixer(self.mixer_norm(x), layout, output_attentions)
+            mixed, probs = self.mixer(self.mixer_norm(x, real), layout, output_attentions)
             x = x + self.dropout(mixed)
-            x = x + self.dropout(self.mlp(self.mlp_norm(x)))
+            x = x + self.dropout(self.mlp(self.mlp_norm(x, real)))
         else:  # BERT: norm(x + f(x))
             mixed, probs = self.mixer(x, layout, output_attentions)
-            x = self.mixer_norm(x + self.dropout(mixed))
-            x = self.mlp_norm(x + self.dropout(self.mlp(x)))
+            x = self.mixer_norm(x + self.dropout(mixed), real)
+            x = self.mlp_norm(x + self.dropout(self.mlp(x)), real)
         return x, probs
 
 
@@ -523,11 +634,14 @@ class HfpipePreTrainedModel(PreTrainedModel):
             init.normal_(module.weight, mean=0.0, std=std)
             if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
                 init.zeros_(module.weight[module.padding_idx])
-        elif isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
+        elif isinstance(module, (nn.LayerNorm, nn.RMSNorm, MaskedBatchNorm)):
             if module.weight is not None:
                 init.ones_(module.weight)
             if getattr(module, "bias", None) is not None:
                 init.zeros_(module.bias)
+            if isinstance(module, MaskedBatchNorm):  # running statistics start as those of N(0, 1)
+                init.zeros_(module.running_mean)
+                init.ones_(module.running_var)
 
 
 class HfpipePooler(nn.Module):
@@ -548,7 +662,7 @@ class HfpipeModel(HfpipePreTrainedModel):
         super().__init__(config)
         self.embeddings = HfpipeEmbeddings(config)
         self.layers = nn.ModuleList([HfpipeLayer(config, i) for i in range(config.num_hidden_layers)])
-        self.final_norm = make_norm(config) if config.final_norm else nn.Identity()
+        self.final_norm = make_norm(config, enabled=config.final_norm)
         if add_pooling_layer is None:
             add_pooling_layer = config.add_pooling_layer
         self.pooler = HfpipePooler(config) if add_pooling_layer else None
@@ -606,7 +720,8 @@ class HfpipeModel(HfpipePreTrainedModel):
             position_ids = position_ids.expand(B, T)  # (1, T) broadcasts to every row
         positions = position_ids if position_ids is not None else default_position_ids(B, T, device)  # (B, T)
 
-        x = self.embeddings(input_ids, token_type_ids, positions, inputs_embeds)  # (B, T) -> (B, T, C)
+        token_mask = attention_mask.bool() if attention_mask is not None else None  # (B, T): for BatchNorm
+        x = self.embeddings(input_ids, token_type_ids, positions, inputs_embeds, token_mask)  # (B, T) -> (B, T, C)
         layout = self._layout(attention_mask, position_ids, positions, x, output_attentions)
 
         all_hidden_states = (x,) if output_hidden_states else None
@@ -617,7 +732,7 @@ class HfpipeModel(HfpipePreTrainedModel):
                 all_hidden_states += (x,)
             if output_attentions:
                 all_attentions += (probs,)
-        x = self.final_norm(x)
+        x = self.final_norm(x, layout.token_mask)
         if output_hidden_states:  # like BERT, the last entry is the final output
             all_hidden_states = all_hidden_states[:-1] + (x,)
 
@@ -644,8 +759,8 @@ class HfpipeMLMHead(nn.Module):
         self.norm = make_norm(config)
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.norm(self.act(self.dense(x))))  # (..., C) -> (..., V)
+    def forward(self, x: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decoder(self.norm(self.act(self.dense(x)), token_mask))  # (..., C) -> (..., V)
 
 
 class HfpipeForMaskedLM(HfpipePreTrainedModel):
@@ -687,11 +802,13 @@ class HfpipeForMaskedLM(HfpipePreTrainedModel):
         outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                              position_ids=position_ids, inputs_embeds=inputs_embeds, return_dict=True, **kwargs)
         hidden = outputs.last_hidden_state  # (B, T, C)
+        token_mask = attention_mask.bool() if attention_mask is not None else None  # (B, T): for BatchNorm
         if labels is not None and self.sparse_prediction:
             selected = labels != -100  # (B, T)
             hidden = hidden[selected]  # (B, T, C) -> (N, C): only positions that have a label
             labels = labels[selected]  # (B, T) -> (N,)
-        logits = self.mlm_head(hidden)  # (B, T, C) -> (B, T, V), or (N, C) -> (N, V)
+            token_mask = None  # every row left is a labelled token
+        logits = self.mlm_head(hidden, token_mask)  # (B, T, C) -> (B, T, V), or (N, C) -> (N, V)
         loss = None
         if labels is not None:  # mean over the labelled tokens, or their sum / Trainer's num_items_in_batch
             loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)

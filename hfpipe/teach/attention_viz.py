@@ -111,10 +111,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from transformers import (
-        AutoModel,
-        AutoTokenizer,
-    )  # hfpipe's Auto classes are registered: we are in hfpipe
+    from transformers import AutoModel, AutoTokenizer
+
+    import hfpipe.model  # noqa: F401  registers hfpipe's Auto classes: no trust_remote_code prompt in hfpipe
 
     folder = Path(args.model_dir)
     if not (folder / "config.json").is_file():

@@ -192,13 +192,19 @@ def _describe_mixer(hooks: _Hooks, model: nn.Module, path: str, name: str, modul
     elif name == "mixer" and config.token_mixer == "attention":
         hooks.call_before(module, _rotary(hooks.tracer))
     elif name == "mixer":
-        note = "average of each token's window minus the token: shape unchanged"
-        hooks.after(module, "pooling mixer", "B T C", note)
+        op, note = MIXER_ROWS[config.token_mixer]
+        hooks.after(module, op, "B T C", note)
     elif name == "out_proj":
         H, D = config.num_attention_heads, config.head_dim
         hooks.before(module, "head merge", "B T C", f"head merge: view H={H} x D={D} as C={H * D}")
         hooks.after(module, "attention output projection", "B T C", "Linear C -> C")
 
+
+# (operation, note) of the token mixers that are not attention
+MIXER_ROWS = {
+    "pooling": ("pooling mixer", "average of each token's window minus the token: shape unchanged"),
+    "uniform": ("uniform mixer", "(B, T, T) equal weights @ (B, T, C): each token gets its document's average"),
+}
 
 ACTIVATION_NAMES = {
     "gelu": "GELU",
