@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test lint format demo bench bench-gpu clean
+.PHONY: setup test lint format demo bench bench-gpu bench-quality clean
 
 # Idempotent: re-runs only when pyproject.toml changes. torch is pinned and installed first because an
 # unpinned torch would pull a multi-GB CUDA build.
@@ -38,6 +38,11 @@ bench: setup
 # On a machine with CUDA GPUs: modern-base at 512 on 1 and all GPUs, FSDP and ZeRO-2 vs DDP (bench/gpu_check.py).
 bench-gpu: setup
 	$(PY) bench/gpu_check.py $(BENCH_ARGS)
+
+# Hours on CPU: the CPU-hour recipe vs transformers' BERT recipe vs no pretraining, fine-tuned on SST-2, CoLA,
+# CoNLL-2003 x 3 seeds; writes the table in docs/results.md (bench/quality.py; BENCH_ARGS="--minutes 10 --seeds 1").
+bench-quality: setup
+	$(PY) bench/quality.py $(BENCH_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache

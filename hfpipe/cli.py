@@ -15,6 +15,8 @@
     hfpipe push DIR --repo-id ID          upload a model folder to the Hub
     hfpipe glue MODEL --tasks ... --seeds ...   fine-tuning suite -> markdown table
     hfpipe demo                           the main job, end to end, offline, on CPU
+    hfpipe plan --minutes N [--out F]     size model, batch and schedule to a time budget here; write the recipe
+    hfpipe decay RUN_DIR --minutes M      finish a WSD run from a stable-phase checkpoint (decay phase only)
 
 `hfpipe pretrain --help` (and finetune) lists every recipe key with its type, default and help.
 Imports are lazy: `--help` loads neither torch nor transformers, and each command imports only what it runs.
@@ -136,6 +138,18 @@ def cmd_demo(args) -> int:
     return run_demo(args)
 
 
+def cmd_plan(args) -> int:
+    from .train.plan import run_plan
+
+    return run_plan(args)
+
+
+def cmd_decay(args) -> int:
+    from .train.decay import run_decay
+
+    return run_decay(args)
+
+
 def _keys_help(kind: str) -> str:
     from .config import RECIPE_CLASSES, format_help
 
@@ -164,6 +178,33 @@ def _add_export_parser(sub) -> None:
                    help="mean over the attention mask (default) or the first ([CLS]) token")
     q.add_argument("--normalize", action="store_true", help="add a Normalize module (unit-length embeddings)")
     q.set_defaults(fn=cmd_export)
+
+
+def _add_budget_parsers(sub) -> None:
+    """`hfpipe plan` and `hfpipe decay`: pretraining sized to a time budget, and finished early."""
+    p = sub.add_parser("plan", help="measure the presets here and write a recipe sized to a time budget")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="keys of the base recipe (data, tokenizer)")
+    p.add_argument("--minutes", type=float, required=True, help="the pretraining budget (wall clock)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--out", help="write the planned recipe to this YAML file")
+    p.add_argument("--base", default="tiny", help="recipe whose data and tokenizer the plan keeps (default: tiny)")
+    p.add_argument("--presets", nargs="+", help="candidate presets (default: all)")
+    p.add_argument("--tokens-per-param", type=float, default=20.0, help="the sizing rule (Chinchilla: 20)")
+    p.add_argument("--seconds", type=float, default=5.0, help="measurement time per preset")
+    p.add_argument("--micro-batch", type=int, help="rows per micro-batch (default 32 on cpu, 128 on cuda)")
+    p.add_argument("--precision", default="auto", help="train.mixed_precision of the written recipe")
+    p.add_argument("--estimate-tflops", type=float,
+                   help="do not measure: estimate tokens/s from this device peak (TFLOP/s) x --mfu")
+    p.add_argument("--mfu", type=float, default=0.35, help="model-FLOPs utilization for --estimate-tflops")
+    p.set_defaults(fn=cmd_plan, argv=None)
+    p = sub.add_parser("decay", help="finish a WSD run from a stable-phase checkpoint: the decay phase only")
+    p.add_argument("run_dir", help="the pretraining run's output_dir")
+    budget = p.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--minutes", type=float, help="decay budget in minutes")
+    budget.add_argument("--steps", type=int, help="decay budget in optimizer steps")
+    p.add_argument("--checkpoint", help="a checkpoint folder or step number (default: the newest)")
+    p.add_argument("--out", help="output folder (default: RUN_DIR/decay-STEP)")
+    p.set_defaults(fn=cmd_decay)
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -209,6 +250,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_convert)
 
     _add_export_parser(sub)
+    _add_budget_parsers(sub)
 
     p = sub.add_parser("push", help="upload a model folder to the Hugging Face Hub")
     p.add_argument("dir")
