@@ -34,7 +34,6 @@ import argparse
 import json
 import math
 import os
-import statistics
 import sys
 import time
 import warnings
@@ -47,6 +46,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
+
+from hfpipe.train.suite import mean_std  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -375,14 +376,6 @@ def finetune_all(args, model_dir: Path, out: Path) -> dict:
 # ----------------------------------------------------------------------------------------------
 
 
-def mean_std(values: list[float]) -> str:
-    if not values:
-        return "—"
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
-
-
 def format_tables(report: dict, args) -> str:
     preset, minutes = report["recipe"]["preset"], report["recipe"]["minutes"]
     seeds = len(args.seeds)
@@ -401,7 +394,7 @@ def format_tables(report: dict, args) -> str:
         ["same architecture as hfpipe, random init (control)", "none", "—"],
     ]  # fmt: skip
     for row, name in zip(rows, ("hfpipe", "bert", "scratch"), strict=True):
-        row += [mean_std([r["score"] for r in report["models"][name][t]]) for t in args.tasks]
+        row += [mean_std([r["score"] for r in report["models"][name][t]], digits=2) for t in args.tasks]
     for label, published in PUBLISHED.items():
         rows.append(
             [

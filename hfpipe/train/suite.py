@@ -300,12 +300,13 @@ def glue_score(results: Mapping[str, Sequence[Mapping[str, Any]]]) -> float | No
     return statistics.fmean(scores.values()) if scores else None
 
 
-def _mean_std(values: Sequence[float]) -> str:
+def mean_std(values: Sequence[float], digits: int = 1) -> str:
+    """'mean ± std' of seed scores for a table cell; the value alone for one seed, a dash for none."""
     if not values:
         return "–"
     if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def _short(reason: str, limit: int = 80) -> str:
@@ -327,7 +328,7 @@ def format_table(results: Mapping[str, Sequence[Mapping[str, Any]]], model: str 
         if error is not None:
             cells.append(f"failed: {_short(error)}")
         else:
-            cells.append(" / ".join(_mean_std(_values(runs, key)) for key in COLUMNS[task][1]))
+            cells.append(" / ".join(mean_std(_values(runs, key)) for key in COLUMNS[task][1]))
     average = glue_score(results)
     header = ["Model", *(COLUMNS[t][0] for t in tasks), "GLUE avg"]
     row = [model, *cells, "–" if average is None else f"{average:.1f}"]
