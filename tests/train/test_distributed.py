@@ -176,6 +176,7 @@ def _eval_counts_body(out: str):
                    "counted_rows": sum(len(b["input_ids"]) for b, c in batches if c), "labels": counted}, f)
 
 
+@pytest.mark.timeout(300)  # a hung gloo collective fails here, not after the suite's 900 s
 def test_every_rank_runs_the_same_number_of_eval_forwards(tmp_path):
     gloo_launch(_eval_counts_body, args=(str(tmp_path),), num_processes=3)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(3)]
@@ -208,6 +209,7 @@ def _fsdp2_save_body(out: str):
         assert state_dict is None
 
 
+@pytest.mark.timeout(300)  # a hung gloo collective fails here, not after the suite's 900 s
 def test_fsdp2_sharded_model_saves_its_full_state_dict(tmp_path):
     from hfpipe.model.configuration_hfpipe import HfpipeConfig
     from hfpipe.model.modeling_hfpipe import HfpipeForMaskedLM
@@ -272,6 +274,7 @@ def _fsdp2_vs_ddp_body(out: str, sharded: bool):
             json.dump(losses, f)
 
 
+@pytest.mark.timeout(300)  # a hung gloo collective fails here, not after the suite's 900 s
 def test_fsdp2_training_matches_ddp_step_for_step(tmp_path):
     # The same train_step (accumulation, global normalisation, clipping) over torch's FSDP2 and over DDP,
     # two gloo processes each: the loss curves agree.
