@@ -99,6 +99,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="fine-tuning epochs per task (default: sst2=1 cola=3 conll2003=2)",
     )
     p.add_argument(
+        "--hfpipe-run",
+        type=Path,
+        help="an hfpipe pretraining run already made with --recipe (its final/ and results.json): stage 1 is "
+        "skipped and the BERT recipe gets that run's budget",
+    )
+    p.add_argument(
         "--reuse-pretraining",
         action="store_true",
         help="keep the pretrained models already in --work-dir (their stage times are not re-measured)",
@@ -109,6 +115,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     missing = [f for f in needed if not (args.data_dir / f).is_file()]
     if missing:
         p.error(f"--data-dir {args.data_dir}: missing {', '.join(missing)} (the shared data sets)")
+    if args.hfpipe_run and not all((args.hfpipe_run / f).exists() for f in ("final", "results.json")):
+        p.error(f"--hfpipe-run {args.hfpipe_run}: not a finished hfpipe pretraining run (final/ and results.json)")
     if args.tiny:
         args.seeds, args.eval_rows = args.seeds[:1], 16
     args.epochs = dict(item.split("=", 1) for item in args.epochs)
@@ -135,17 +143,22 @@ def main(argv=None) -> dict:
         print(f"=== {name}: {seconds[name]} s", flush=True)
 
     recipe = hfpipe_recipe(args)
-    hfpipe_dir = Path(recipe.output_dir) / "final"
+    run_dir = args.hfpipe_run or Path(recipe.output_dir)
+    hfpipe_dir = run_dir / "final"
     if args.reuse_pretraining:
-        results = json.loads((Path(recipe.output_dir) / "results.json").read_text())
+        results = json.loads((run_dir / "results.json").read_text())
         bert_file = work / "bert" / "pretrain.json"
         report["bert_pretrain"] = json.loads(bert_file.read_text()) if bert_file.is_file() else {}
         report["reused_pretraining"] = True
     else:
-        with stage("pretrain hfpipe"):
-            from hfpipe.train.pretrain import pretrain
+        if args.hfpipe_run:
+            results = json.loads((run_dir / "results.json").read_text())
+            report["hfpipe_run"] = str(run_dir)
+        else:
+            with stage("pretrain hfpipe"):
+                from hfpipe.train.pretrain import pretrain
 
-            results = pretrain(recipe)
+                results = pretrain(recipe)
         budget_s = recipe.train.max_minutes * 60 if recipe.train.max_minutes else None
         with stage("pretrain BERT (run_mlm_no_trainer)"):
             report["bert_pretrain"] = train_bert(args, recipe, hfpipe_dir, work / "bert", budget_s)
@@ -183,6 +196,10 @@ def main(argv=None) -> dict:
 
 def hfpipe_recipe(args):
     from hfpipe.config import PretrainRecipe, load_recipe
+
+    if args.hfpipe_run:  # the recipe that run resolved, its budget included
+        minutes = [f"train.max_minutes={args.minutes}"] if args.minutes is not None else []
+        return load_recipe(args.hfpipe_run / "resolved_recipe.yaml", PretrainRecipe, minutes)
 
     wiki = args.data_dir / "wikitext-2"
     overrides = [f"output_dir={args.work_dir / 'hfpipe'}", "train.resume=none", f"data.source={wiki / 'train.txt'}",
@@ -235,8 +252,10 @@ def train_bert(args, recipe, hfpipe_dir: Path, out: Path, budget_s: float | None
     optimizer = torch.optim.AdamW(groups, lr=args.bert_lr)
     batches = chain.from_iterable(iter(loader) for _ in range(10**6))  # epochs, reshuffled each time
     model.train()
-    probe, start, steps, tokens, total = 5, time.perf_counter(), 0, 0, 3 if args.tiny else None
-    scheduler = None
+    # the example needs its step count up front: the budget over the step time measured on steps 10-110
+    # (the first steps are slow warm-up; a short probe undercounts and the run ends before its budget)
+    warmup, probe, start, steps, tokens, total = 10, 110, time.perf_counter(), 0, 0, 3 if args.tiny else None
+    scheduler, window, curve = None, [], []
     while True:
         batch = next(batches)
         loss = model(**batch).loss
@@ -244,9 +263,17 @@ def train_bert(args, recipe, hfpipe_dir: Path, out: Path, budget_s: float | None
         optimizer.step()
         optimizer.zero_grad()
         steps, tokens = steps + 1, tokens + int(batch["attention_mask"].sum())
+        window.append(float(loss.detach()))
+        if steps % 500 == 0:
+            curve.append({"step": steps, "tokens": tokens, "seconds": round(time.perf_counter() - start, 1),
+                          "train_loss": round(sum(window) / len(window), 4)})  # fmt: skip
+            print(f"BERT step {steps}/{total}: train loss {curve[-1]['train_loss']}", flush=True)
+            window.clear()
+        if steps == warmup:
+            warm_start = time.perf_counter()
         if scheduler is None and (steps == probe or total is not None):
-            # the example needs its step count up front: the budget over the measured step time
-            total = total or max(probe + 1, int(budget_s / ((time.perf_counter() - start) / probe)))
+            now = time.perf_counter()
+            total = total or probe + max(1, int((budget_s - (now - start)) / ((now - warm_start) / (probe - warmup))))
             scheduler = get_scheduler("linear", optimizer, num_warmup_steps=0, num_training_steps=total)
             with warnings.catch_warnings():  # catching up with the probe steps already taken
                 warnings.simplefilter("ignore")
@@ -267,6 +294,9 @@ def train_bert(args, recipe, hfpipe_dir: Path, out: Path, budget_s: float | None
         "train_seconds": round(elapsed, 1),
         "final_train_loss": float(loss.detach()),
         "parameters": sum(p.numel() for p in model.parameters()),
+        "lr": args.bert_lr,
+        "batch_size": args.bert_batch,
+        "curve": curve,
     }
     (out / "pretrain.json").write_text(json.dumps(stats, indent=2))
     return stats
@@ -382,7 +412,8 @@ def format_tables(report: dict, args) -> str:
     head = ["model", "pretraining", "val. MLM loss", *(TASKS[t][4] for t in args.tasks)]
 
     def budget(side: dict) -> str:
-        spent = f"{minutes:g} min" if minutes else f"{side.get('step')} steps"
+        seconds = side.get("train_seconds")
+        spent = f"{seconds / 60:.1f} min" if seconds else f"{minutes:g} min" if minutes else f"{side.get('step')} steps"
         tokens = f"{side['tokens'] / 1e6:.2f}M tokens" if "tokens" in side else "tokens not recorded"
         return f"{spent}, {tokens}"
 

@@ -13,7 +13,8 @@ Every lesson builds tiny real hfpipe modules (random weights, CPU, well under a 
 a few measurements and prints them next to the explanation, so a claim like "attention has no
 notion of order" comes with the number that shows it. Lessons 1-3 return a dict of those numbers
 (tests/test_lessons.py asserts them); lesson 4 returns the traced (operation, named shape) rows.
-Nothing here trains: the trained comparison of position encodings is recipes/ablations/position-*.yaml.
+Nothing here trains: the trained comparisons are `hfpipe ablate positions|norms|norm-position|mixer`
+(measured tables in docs/ablations.md).
 """
 
 from __future__ import annotations
@@ -275,9 +276,10 @@ def lesson_positions(seed: int = 0) -> dict:
     _say(f"""
         A learned table has no row for position {max_len}; the formulas (sin/cos, rotation, distance) do.
         Running is not the same as working well: which one trains best is an experiment, not a property.
-        The trained comparison (same tiny model and budget, only the position type changes):
-            hfpipe pretrain recipes/ablations/position-rope.yaml     (also -absolute, -sinusoidal, -alibi, -none)
-        then compare eval_loss in runs/ablation-position-*/results.json.
+        The trained comparison (same tiny model and budget, only the position type changes, 3 seeds each,
+        then the loss at 2x and 4x the trained length):
+            hfpipe ablate positions          (one variant: hfpipe pretrain recipes/ablations/position-rope.yaml)
+        Measured tables: docs/ablations.md.
         """)
     return result
 

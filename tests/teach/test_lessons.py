@@ -105,6 +105,6 @@ def test_cli_runs_one_lesson_or_all(capsys):
     ]
     assert [out.index(t) for t in titles] == sorted(out.index(t) for t in titles)  # all four, in order
     assert "rows   0..127  -> W_q" in out
-    assert "hfpipe pretrain recipes/ablations/position-rope.yaml" in out
+    assert "hfpipe ablate positions" in out
     with pytest.raises(SystemExit):
         parse(["lessons", "attention"])

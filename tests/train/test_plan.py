@@ -166,7 +166,7 @@ def test_budget_recipes_schedule_on_time_with_capped_evaluation(name):
     assert "INCLUDED" in (REPO / "recipes" / "pretrain" / f"{name}.yaml").read_text()
 
 
-def test_bench_quality_tiny_runs_every_stage(shared_data, tmp_path):
+def test_bench_quality_tiny_runs_every_stage(shared_data, tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("quality", REPO / "bench" / "quality.py")
     quality = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(quality)
@@ -206,3 +206,11 @@ def test_bench_quality_tiny_runs_every_stage(shared_data, tmp_path):
         "| Google BERT-Mini (published, GLUE test, 3.3B words) | 3.3B words (Turc et al. 2019) | — | 85.9 |"
         in text
     )
+    # an hfpipe run made earlier (the CPU hour) is reused: stage 1 skipped, BERT gets that run's budget
+    common = ["--tiny", "--tasks", "sst2", "--data-dir", str(shared_data), "--doc", str(tmp_path / "r2.md")]
+    again = quality.main(common + ["--hfpipe-run", str(tmp_path / "q" / "hfpipe"), "--work-dir", str(tmp_path / "q2")])
+    assert "pretrain hfpipe" not in again["seconds"] and again["hfpipe_pretrain"] == report["hfpipe_pretrain"]
+    assert again["mlm"]["hfpipe"] == report["mlm"]["hfpipe"] and again["bert_pretrain"]["step"] == 3
+    with pytest.raises(SystemExit):
+        quality.main(common + ["--hfpipe-run", str(tmp_path / "nothing"), "--work-dir", str(tmp_path / "q3")])
+    assert "not a finished hfpipe pretraining run" in capsys.readouterr().err
