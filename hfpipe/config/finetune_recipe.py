@@ -15,6 +15,16 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .recipe import check
+
+TASK_NAMES = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli", "pydocs", "conll2003", "squad")
+"""The names a recipe's `task:` may take: the keys of hfpipe.tasks.spec.TASKS (a test keeps them equal).
+Named here, so the recipe layer checks a name without importing the task table (config imports nothing
+above it)."""
+
+
+def task_key(name: str) -> str:
+    """A task name as the task table keys it: case, `-` and `_` ignored (`SST-2` finds sst2)."""
+    return name.strip().lower().replace("-", "").replace("_", "")
 from .sections import EvalArgs, HubArgs, ModelArgs, TrackingArgs, TrainArgs
 
 
@@ -166,11 +176,10 @@ class FinetuneRecipe:
     """Parameter-efficient fine-tuning (LoRA) through the peft library; full fine-tuning by default."""
 
     def validate(self) -> None:
-        from ..tasks.spec import get_task  # lazy: the task table pulls in numpy and datasets
-
         check(bool(self.output_dir.strip()), "output_dir", "must not be empty")
         check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
-        get_task(self.task)  # RecipeError naming the valid tasks if it is not in the task table
+        check(task_key(self.task) in TASK_NAMES, "task",
+              f"unknown task {self.task!r}; valid tasks: {', '.join(TASK_NAMES)}")
         check(
             self.model.name_or_path is not None,
             "model.name_or_path",

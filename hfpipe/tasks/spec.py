@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from hfpipe.config import RecipeError
+from hfpipe.config.finetune_recipe import task_key
 
 if TYPE_CHECKING:
     import datasets
@@ -185,7 +186,7 @@ TASKS: dict[str, TaskSpec] = {
 
 def get_task(name: str) -> TaskSpec:
     """The task called `name` (case, `-` and `_` ignored: `SST-2` finds sst2)."""
-    key = name.strip().lower().replace("-", "").replace("_", "")
+    key = task_key(name)
     if key not in TASKS:
         raise RecipeError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}", key="task")
     return TASKS[key]

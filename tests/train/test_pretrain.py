@@ -263,7 +263,7 @@ def test_bad_recipe_inputs_fail_before_training(tmp_path):
     assert missing_data.returncode != 0 and "nope.txt" in missing_data.stderr
 
 
-def test_streaming_run_resumes_exactly(tmp_path):
+def test_streaming_run_resumes_exactly(tmp_path, capsys):
     """data.streaming=true: an IterableDataset, read in order; resume replays past consumed rows."""
     from hfpipe.train.pretrain import pretrain
 
@@ -281,7 +281,10 @@ def test_streaming_run_resumes_exactly(tmp_path):
     shutil.rmtree(out / "checkpoints" / "step-00000006")
     shutil.rmtree(out / "final")
     before = losses(out)
+    capsys.readouterr()
     resumed = run("stream")
+    # It really resumed (a run that ignored the checkpoint would reach the same numbers from step 0).
+    assert f"resumed from {out / 'checkpoints' / 'step-00000003'} at step 3" in capsys.readouterr().out
     assert resumed["final_train_loss"] == full["final_train_loss"]
     assert resumed["eval_loss"] == full["eval_loss"]
     assert losses(out) == before
@@ -309,6 +312,30 @@ def test_ctrl_c_saves_a_checkpoint_then_resume_finishes(tmp_path):
     finish = run_cli(args)
     assert finish.returncode == 0, finish.stderr[-2000:]
     assert f"resumed from {saved[0]} at step {step}" in finish.stdout + finish.stderr
+
+
+def test_streaming_shards_are_disjoint_and_cover_the_data(tmp_path):
+    """What each of 2 processes reads when streaming (pretrain.load_data for rank 0 and 1): no document
+    twice, none left out, and no packed training row in both shares."""
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    from hfpipe.data.sources import load_text_datasets, shard_for_process
+    from hfpipe.train.pretrain import load_data
+
+    recipe = load_recipe(REPO / "recipes/pretrain/tiny.yaml", PretrainRecipe,
+                         tiny_overrides(tmp_path, "shards", **{"data.streaming": "true"}))
+    train_texts, _ = load_text_datasets(recipe.data, seed=recipe.seed)
+    every_doc = [row["text"] for row in train_texts]
+    shares, rows = [], []
+    for rank in (0, 1):
+        process = SimpleNamespace(num_processes=2, process_index=rank, main_process_first=nullcontext)
+        _, train_set, _ = load_data(recipe, process, tmp_path / "shards")
+        rows.append({tuple(row["input_ids"]) for row in train_set})
+        shares.append([row["text"] for row in shard_for_process(train_texts, rank, 2)])
+    assert not set(shares[0]) & set(shares[1]), "a document is read by both processes"
+    assert sorted(shares[0] + shares[1]) == sorted(every_doc), "the two shares do not cover the data"
+    assert rows[0] and rows[1] and not rows[0] & rows[1], "a packed row is trained on by both processes"
 
 
 def test_two_processes_stream_disjoint_shards(tmp_path):
