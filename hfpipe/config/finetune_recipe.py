@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .recipe import check
+from .sections import EvalArgs, HubArgs, ModelArgs, TrackingArgs, TrainArgs
 
 TASK_NAMES = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli", "pydocs", "conll2003", "squad")
 """The names a recipe's `task:` may take: the keys of hfpipe.tasks.spec.TASKS (a test keeps them equal).
@@ -25,7 +26,6 @@ above it)."""
 def task_key(name: str) -> str:
     """A task name as the task table keys it: case, `-` and `_` ignored (`SST-2` finds sst2)."""
     return name.strip().lower().replace("-", "").replace("_", "")
-from .sections import EvalArgs, HubArgs, ModelArgs, TrackingArgs, TrainArgs
 
 
 @dataclass
