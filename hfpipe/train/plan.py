@@ -287,9 +287,11 @@ def measure_throughputs(
     stop_when: Callable[[Measurement], bool] | None = None,
     warmup_steps: int = 1,
     min_steps: int = 2,
+    data: dict | None = None,
 ) -> list[Measurement]:
     """Train each preset for about `seconds` (after `warmup_steps` untimed steps) on packed rows of the
-    embedded corpus through `pretrain.setup` and `train_step`, then evaluate once with `pretrain.evaluate`.
+    recipe's data (`data`: the base recipe's `data:` section; the embedded corpus when None) through
+    `pretrain.setup` and `train_step`, then evaluate once with `pretrain.evaluate`.
 
     `stop_when(measurement)` True stops before the larger presets (they can only be slower per
     parameter): the planner stops at the first preset that misses the tokens-per-parameter rule."""
@@ -301,7 +303,7 @@ def measure_throughputs(
         tokenizer_dir = None
         for preset in presets:
             recipe = measurement_recipe(
-                preset, root / preset, vocab_size, micro_batch, block_size, tokenizer_dir
+                preset, root / preset, vocab_size, micro_batch, block_size, tokenizer_dir, data
             )
             run = setup(recipe)
             tokenizer_dir = tokenizer_dir or str(root / preset / "tokenizer")
@@ -327,15 +329,19 @@ def measure_throughputs(
 
 
 def measurement_recipe(
-    preset: str, out_dir: Path, vocab_size: int, micro_batch: int, block_size: int, tokenizer_dir: str | None
+    preset: str, out_dir: Path, vocab_size: int, micro_batch: int, block_size: int, tokenizer_dir: str | None,
+    data: dict | None = None,
 ) -> PretrainRecipe:
-    """A pretraining recipe on the embedded corpus for the measurement (the model at the planned vocab size)."""
+    """A pretraining recipe for the measurement: the model at the planned vocab size, on the first
+    MEASURE_DOCUMENTS documents of the data the plan is for (`data`, the base recipe's `data:` section;
+    the embedded corpus when None): the speed of packing, masking and the step depends on the text."""
     tokenizer = {"name_or_path": tokenizer_dir} if tokenizer_dir else {"vocab_size": min(vocab_size, 8192)}
+    measured_data = {**(data or {"source": "builtin:python-docs"}), "block_size": block_size,
+                     "max_documents": MEASURE_DOCUMENTS, "max_validation_documents": 200, "streaming": False}
     return from_dict(PretrainRecipe, {
         "output_dir": str(out_dir), "model": {"preset": preset, "config_overrides": {"vocab_size": vocab_size}},
         "tokenizer": tokenizer,
-        "data": {"source": "builtin:python-docs", "block_size": block_size, "max_documents": MEASURE_DOCUMENTS,
-                 "max_validation_documents": 200},
+        "data": measured_data,
         "train": {"max_steps": 1000, "batch_size": micro_batch, "resume": "none", "eval_every_steps": None,
                   "save_every_steps": None, "mixed_precision": "auto"},
         "eval": {"batch_size": 64, "max_batches": 2}, "tracking": {"plot": False},
@@ -406,9 +412,18 @@ def format_summary(plan: Plan) -> str:
     return "\n".join(lines + [f"note       {n}" for n in plan.notes])
 
 
-def plan_recipe(plan: Plan, base: dict, *, precision: str = "auto") -> dict:
-    """The base recipe (a dict as its YAML file holds it, overrides merged) with the plan's keys set."""
+def planned_output_dir(plan: Plan, out: str | Path | None) -> str:
+    """A run folder of its own, named after the recipe file (`my-hour.yaml` -> `runs/my-hour`), never the
+    base recipe's: a planned run must not resume, or overwrite, the run it was planned from."""
+    name = Path(out).stem if out else f"plan-{plan.minutes:g}min-{plan.preset}"
+    return f"runs/{name}"
+
+
+def plan_recipe(plan: Plan, base: dict, *, precision: str = "auto", output_dir: str | None = None) -> dict:
+    """The base recipe (a dict as its YAML file holds it, overrides merged) with the plan's keys set
+    (`output_dir` when given: the base recipe's is another run's folder)."""
     planned = {
+        **({"output_dir": output_dir} if output_dir else {}),
         "model": {"preset": plan.preset},
         "data": {"block_size": plan.block_size, "mode": "pack"},
         "masking": {"mlm_probability": plan.mlm_probability},
@@ -470,6 +485,7 @@ def make_plan(args) -> tuple[Plan, dict]:
         measured = measure_throughputs(
             names, vocab_size=vocab, micro_batch=micro, seconds=args.seconds,
             stop_when=lambda m: m.tokens_per_sec * budget_s / m.params < args.tokens_per_param,
+            data=base.get("data"),
         )  # fmt: skip
     plan = decide(
         measured,
@@ -503,7 +519,9 @@ def run_plan(args) -> int:
     print()
     print(format_summary(plan))
     if args.out:
-        recipe = plan_recipe(plan, base, precision=args.precision)
+        # The run gets a folder of its own unless the command line named one (the base's is another run's).
+        named = parse_overrides(args.overrides).get("output_dir")
+        recipe = plan_recipe(plan, base, precision=args.precision, output_dir=named or planned_output_dir(plan, args.out))
         from_dict(PretrainRecipe, recipe)  # the written recipe validates
         command = "hfpipe " + " ".join(shlex.quote(a) for a in (args.argv or sys.argv[1:]))
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -127,6 +127,18 @@ def test_a_real_measurement_has_the_right_structure(tmp_path):
     assert math.isfinite(m.eval_tokens_per_sec) and m.eval_tokens_per_sec > 0
 
 
+def test_the_measurement_reads_the_data_the_plan_is_for(tmp_path):
+    """`hfpipe plan ... data.source=FILE` measures FILE (its packing and step speed), not the embedded corpus."""
+    from hfpipe.train.plan import measurement_recipe
+
+    data = {"source": str(tmp_path / "corpus.txt"), "validation_source": str(tmp_path / "valid.txt"),
+            "streaming": True}
+    recipe = measurement_recipe("bert-tiny", tmp_path / "m", 512, 4, 32, None, data)
+    assert (recipe.data.source, recipe.data.validation_source) == (data["source"], data["validation_source"])
+    assert (recipe.data.block_size, recipe.data.streaming, recipe.data.max_documents) == (32, False, 3000)
+    assert measurement_recipe("bert-tiny", tmp_path / "m", 512, 4, 32, None).data.source == "builtin:python-docs"
+
+
 def test_plan_cli_writes_a_recipe_and_refuses_a_budget_too_small(tmp_path, capsys):
     from hfpipe.cli import main
 
@@ -147,6 +159,11 @@ def test_plan_cli_writes_a_recipe_and_refuses_a_budget_too_small(tmp_path, capsy
     recipe = load_recipe(out, PretrainRecipe)
     assert recipe.model.preset == "bert-tiny" and recipe.train.schedule == "wsd"  # the larger of the two
     assert out.read_text().startswith("# Made by `hfpipe plan` for 1 minutes on cpu:")
+    # A run folder of its own, named after the recipe file: not the base recipe's (runs/pretrain-tiny),
+    # which a planned run would otherwise resume or overwrite; an output_dir the user gives wins.
+    assert recipe.output_dir == "runs/planned"
+    assert main([*args, "--tokens-per-param", "1", "--out", str(out), f"output_dir={tmp_path}/mine"]) == 0
+    assert load_recipe(out, PretrainRecipe).output_dir == f"{tmp_path}/mine"
     capsys.readouterr()
     assert main([*args, "--tokens-per-param", "1000"]) == 2
     assert "The smallest budget that works is --minutes" in capsys.readouterr().err
