@@ -15,6 +15,7 @@ import onnxruntime
 import pytest
 import torch
 import transformers
+from fresh_env import run_without_hfpipe
 from launch import hfpipe_command, run
 
 from hfpipe import (
@@ -99,6 +100,36 @@ def test_every_head_matches_pytorch_on_unseen_shapes(case, tokenizer, tmp_path, 
     for name in outputs:
         assert got[name].shape == tuple(expected[name].shape)
         assert np.abs(got[name] - expected[name].numpy()).max() <= 1e-4, name
+
+
+def test_exported_folder_serves_where_hfpipe_is_not_installed(tokenizer, tmp_path, capsys):
+    """A user's serving machine: transformers' AutoTokenizer and onnxruntime only (`import hfpipe` fails
+    there); the logits match the source folder's PyTorch model computed here."""
+    config = HfpipeConfig.from_preset("bert-tiny", vocab_size=len(tokenizer), num_labels=3, **SMALL)
+    torch.manual_seed(0)
+    folder, out = tmp_path / "model", tmp_path / "onnx"
+    SC(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    assert main(["export", "onnx", str(folder), str(out), "--head", "auto"]) == 0
+    capsys.readouterr()
+    code = f"""
+import numpy as np, onnxruntime
+from transformers import AutoTokenizer
+tok = AutoTokenizer.from_pretrained({str(out)!r}, trust_remote_code=True)
+encoded = tok({TEXTS!r}, padding=True, return_tensors="np")
+session = onnxruntime.InferenceSession({str(out / "model.onnx")!r}, providers=["CPUExecutionProvider"])
+(logits,) = session.run(None, dict(encoded))
+np.save({str(tmp_path / "served.npy")!r}, logits)
+np.save({str(tmp_path / "input_ids.npy")!r}, encoded["input_ids"])
+"""
+    run_without_hfpipe(code, env={"HF_HUB_OFFLINE": "1"})
+    served, input_ids = np.load(tmp_path / "served.npy"), np.load(tmp_path / "input_ids.npy")
+    encoded = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    assert np.array_equal(input_ids, encoded["input_ids"].numpy())  # the same tokens as here
+    with torch.no_grad():
+        expected = SC.from_pretrained(folder).eval()(**encoded).logits.numpy()
+    assert served.shape == (len(TEXTS), 3)
+    assert np.abs(served - expected).max() <= 1e-4
 
 
 def test_bert_folder_is_converted_and_matches_transformers_bert(tmp_path, capsys):
