@@ -174,7 +174,7 @@ def test_mixture_weights_and_a_tokenizer_trained_on_the_mixture(tmp_path):
 def test_real_gutenberg_books(tmp_path):
     books = tmp_path / "books"
     books.mkdir()
-    for name in ("0000_pg3809.txt.bz2", "0004_pg2344.txt.bz2", "0005_pg4363.txt.bz2"):
+    for name in ("0000_pg3809.txt.bz2", "0014_pg6902.txt.bz2", "0015_pg3251.txt.bz2"):
         if not (GUTENBERG / "books" / name).exists():
             pytest.skip(f"{name} not in {GUTENBERG}")
         (books / name).symlink_to(GUTENBERG / "books" / name)
@@ -183,9 +183,11 @@ def test_real_gutenberg_books(tmp_path):
     train, validation = load_text_datasets(args, seed=0)
     valid = list(iter_texts(validation))
     train_texts = list(iter_texts(train))
-    assert valid and train_texts and valid[0].startswith("THE MASTER OF THE WORLD") or "Master" in " ".join(valid[:20])
+    assert valid and train_texts  # 0000 is a manifest `valid` book, the others `train`
+    assert any("Robur" in t for t in valid) and not any("Robur" in t for t in train_texts)  # Verne's hero
     everything = " ".join(valid + train_texts)
-    assert "Project Gutenberg" not in everything and "\r" not in everything and "\n" not in everything
+    assert "anyone anywhere" not in everything and "General Terms of Use" not in everything  # header, license
+    assert "\r" not in everything and "\n" not in everything
     assert min(map(len, valid + train_texts)) >= 40
 
 
