@@ -118,9 +118,11 @@ def clean_text(text: str, clean: CleanArgs, name: str = "text") -> list[str] | N
     return [p for p in pieces if p and len(p) >= clean.min_chars]
 
 
-def generate_documents(files: list[str], clean: dict, on_corrupt: str):
-    """`from_generator` body: {"text": paragraph} for every kept paragraph of `files`, in order."""
+def generate_documents(files: list[str], clean: dict, on_corrupt: str, stamp: str = ""):
+    """`from_generator` body: {"text": paragraph} for every kept paragraph of `files`, in order.
+    `stamp` (the files' sizes and mtimes) only keys the `datasets` cache, so an edited file is re-read."""
     clean_args = CleanArgs(**clean)
+    skipped = []
     for name in files:
         try:
             paragraphs = clean_text(read_compressed(name), clean_args, name)
@@ -128,12 +130,16 @@ def generate_documents(files: list[str], clean: dict, on_corrupt: str):
             if on_corrupt == "error" or "no start/end marker" in str(e) or "zstandard" in str(e):
                 raise
             logger.warning("skipping %s", e)
+            skipped.append(name)
             continue
         if paragraphs is None:
             logger.warning("skipping %s: no start/end marker line (data.clean.missing_markers: skip)", name)
+            skipped.append(name)
             continue
         for paragraph in paragraphs:
             yield {"text": paragraph}
+    if skipped and len(files) > 1:
+        logger.warning("data: skipped %d of %d files: %s", len(skipped), len(files), ", ".join(skipped))
 
 
 def read_manifest(path: str) -> dict[str, str]:
@@ -165,7 +171,9 @@ def split_files(files: list[Path], fraction: float, manifest: str | None) -> tup
 def book_dataset(files: list[Path], clean: CleanArgs, *, on_corrupt: str, streaming: bool,
                  cache_dir: str | None) -> Dataset | IterableDataset:
     """One `text` column of cleaned paragraphs of `files` (one shard per file when streaming)."""
-    kwargs = {"files": [str(f) for f in files], "clean": dict(vars(clean)), "on_corrupt": on_corrupt}
+    stats = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    stamp = hashlib.blake2b(repr(stats).encode(), digest_size=16).hexdigest()
+    kwargs = {"files": [str(f) for f in files], "clean": dict(vars(clean)), "on_corrupt": on_corrupt, "stamp": stamp}
     features = datasets.Features({"text": datasets.Value("string")})
     if streaming:
         return IterableDataset.from_generator(generate_documents, features=features, gen_kwargs=kwargs)
