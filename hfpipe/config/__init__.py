@@ -13,7 +13,7 @@ sections), `pretrain_recipe.py` and `finetune_recipe.py`.
 """
 
 from .finetune_recipe import FinetuneRecipe, TaskDataArgs
-from .pretrain_recipe import DataArgs, MaskingArgs, PretrainRecipe, SourceArgs, TokenizerArgs
+from .pretrain_recipe import CleanArgs, DataArgs, MaskingArgs, PretrainRecipe, SourceArgs, TokenizerArgs
 from .recipe import (
     RecipeError,
     check,
@@ -35,6 +35,7 @@ RECIPE_CLASSES: dict[str, type] = {"pretrain": PretrainRecipe, "finetune": Finet
 
 __all__ = [
     "RECIPE_CLASSES",
+    "CleanArgs",
     "DataArgs",
     "EvalArgs",
     "FinetuneRecipe",

@@ -52,12 +52,41 @@ class TokenizerArgs:
 
 
 @dataclass
+class CleanArgs:
+    """Cleaning of compressed book files (`.bz2`, `.gz`, `.xz`, `.zst` sources), applied per file."""
+
+    strip_markers: bool = False
+    """Keep only the text between a start-marker line and the next end-marker line (Project
+    Gutenberg's header and license footer are outside them)."""
+    start_markers: list[str] = field(default_factory=lambda: ["*** START OF", "***START OF",
+                                                               "*END*THE SMALL PRINT"])
+    """Line prefixes that end the header; the body starts on the line after."""
+    end_markers: list[str] = field(default_factory=lambda: ["*** END OF", "***END OF"])
+    """Line prefixes that start the footer; the body ends before that line."""
+    missing_markers: Literal["error", "skip", "keep"] = "error"
+    """A file with no start or end marker line: stop the run naming it (`error`), leave the file out
+    with a warning (`skip`), or keep all its text (`keep`)."""
+    join_lines: bool = False
+    """Join the hard-wrapped lines of each paragraph (paragraphs are separated by blank lines), one
+    document per paragraph; false: one document per non-blank line."""
+    min_chars: int = 0
+    """Drop documents (paragraphs or lines) shorter than this many characters (headings, page numbers)."""
+
+    def validate(self) -> None:
+        check(self.min_chars >= 0, "min_chars", f"must be >= 0, got {self.min_chars}")
+        for key in ("start_markers", "end_markers"):
+            markers = getattr(self, key)
+            check(bool(markers) and all(m.strip() for m in markers), key,
+                  "must list at least one non-empty line prefix (or set strip_markers: false)")
+
+
+@dataclass
 class SourceArgs:
     """One more corpus mixed into the training data."""
 
     source: str
     """A Hub dataset name, `builtin:python-docs`, or a local file path / glob (.txt, .csv, .tsv,
-    .json, .jsonl, .parquet)."""
+    .json, .jsonl, .parquet, or compressed text .bz2/.gz/.xz/.zst cleaned by data.clean)."""
     config_name: str | None = None
     """Hub dataset configuration (e.g. `wikitext-103-raw-v1`); null for the default."""
     split: str = "train"
@@ -78,7 +107,9 @@ class DataArgs:
 
     source: str = "builtin:python-docs"
     """A Hub dataset name, `builtin:python-docs` (the Python documentation, offline), or a local
-    file path / glob (.txt one document per line, .csv, .tsv, .json, .jsonl, .parquet)."""
+    file path / glob (.txt one document per line, .csv, .tsv, .json, .jsonl, .parquet), or a glob
+    of compressed text files (.bz2, .gz, .xz, .zst: one book per file, cleaned by `clean`, validation
+    chosen by file)."""
     config_name: str | None = None
     """Hub dataset configuration (e.g. `wikitext-103-raw-v1`); null for the default."""
     split: str = "train"
@@ -96,6 +127,15 @@ class DataArgs:
     validation_fraction: float = 0.05
     """Fraction of documents carved off (by hash of the text, deterministic) for validation when
     no validation source or split is given."""
+    manifest: str | None = None
+    """Compressed-file sources: a TSV with `file` and `split` (train / valid) columns choosing the
+    validation files by name (e.g. gutenberg/MANIFEST.tsv); null picks files by a hash of their name
+    below validation_fraction."""
+    clean: CleanArgs = field(default_factory=CleanArgs)
+    """How compressed book files are cleaned: markers, line joining, short paragraphs."""
+    on_corrupt: Literal["error", "skip"] = "error"
+    """A compressed file that cannot be decompressed or decoded as UTF-8: stop naming it (`error`) or
+    leave it out with a warning naming it (`skip`)."""
     extra_sources: list[SourceArgs] = field(default_factory=list)
     """More corpora mixed in with `datasets.interleave_datasets`, each with its own weight. Each
     one's validation part is carved off by hash (validation_fraction) and added to validation."""
@@ -136,6 +176,10 @@ class DataArgs:
         for key in ("max_documents", "max_validation_documents"):
             value = getattr(self, key)
             check(value is None or value >= 1, key, f"must be >= 1 or null, got {value}")
+        try:
+            self.clean.validate()
+        except RecipeError as e:
+            raise RecipeError(e.reason, key=f"clean.{e.key}") from None
         for i, extra in enumerate(self.extra_sources):
             try:
                 extra.validate()

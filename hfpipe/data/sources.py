@@ -43,6 +43,7 @@ from datasets import Dataset, IterableDataset
 
 from ..config import DataArgs
 from . import corpus
+from .files import COMPRESSED_SUFFIXES, BadFileError, book_dataset, is_compressed, split_files
 from .packing import collate, shard_for_process, tokenize_dataset  # noqa: F401  (re-exported API)
 
 logger = logging.getLogger(__name__)
@@ -65,8 +66,7 @@ UTF8_CHECK_CHUNK = 1 << 22  # bytes read at a time when checking that a text fil
 STREAMING_CHUNK_BYTES = 1 << 20
 
 
-class DataSourceError(ValueError):
-    """A corpus the user must fix: empty, wrong column, undecodable bytes, unknown builtin."""
+from .files import DataSourceError  # noqa: E402,F401  (defined beside the file reader, re-exported)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,10 +90,13 @@ def resolve_files(pattern: str) -> list[Path]:
             raise FileNotFoundError(f"data source file {pattern!r} does not exist")
         files = [path]
     suffixes = {f.suffix.lower() for f in files}
+    if suffixes <= set(COMPRESSED_SUFFIXES):
+        return files  # compressed books: read and cleaned by hfpipe.data.files
     unknown = suffixes - set(FILE_BUILDERS)
     if unknown:
         raise DataSourceError(
-            f"data source {pattern!r}: unsupported file type {sorted(unknown)}; use one of {sorted(FILE_BUILDERS)}"
+            f"data source {pattern!r}: unsupported file type {sorted(unknown)}; use one of "
+            f"{sorted(FILE_BUILDERS)} or compressed text {list(COMPRESSED_SUFFIXES)} (not mixed)"
         )
     if len({FILE_BUILDERS[s][0] for s in suffixes}) > 1:
         raise DataSourceError(
@@ -262,6 +265,8 @@ def _source_parts(
     role: str = "training",
 ) -> tuple[AnyDataset, AnyDataset | None]:
     """(train part, validation part or None) of one source; `role` names what it is for in errors."""
+    if _is_compressed_source(source):
+        return _book_parts(source, args, with_validation=with_validation, role=role)
     ds, name = _load_raw(source, config_name, split, streaming=args.streaming, cache_dir=args.cache_dir,
                          role=role)
     ds = _text_only(ds, text_column, name)
@@ -269,6 +274,53 @@ def _source_parts(
         return _part(ds, "all", args.validation_fraction, name, args.num_proc), None
     train = _part(ds, "train", args.validation_fraction, name, args.num_proc)
     return train, _part(ds, "validation", args.validation_fraction, name, args.num_proc)
+
+
+def _is_compressed_source(source: str) -> bool:
+    """A local path or glob naming compressed text files (`books/*.txt.bz2`)."""
+    if source.startswith(BUILTIN_PREFIX):
+        return False
+    if is_compressed(source):
+        return True
+    try:
+        return any(c in source for c in "*?[") and all(map(is_compressed, resolve_files(source)))
+    except (OSError, DataSourceError):
+        return False  # the ordinary reader reports it
+
+
+def _book_parts(source: str, args: DataArgs, *, with_validation: bool, role: str):
+    """(train, validation or None) of a compressed-file source, split by file (manifest or hash)."""
+    files = resolve_files(source)
+    name = f"{source} ({len(files)} files)"
+    def make(fs: list[Path], role: str) -> AnyDataset:
+        return _nonempty(lambda: book_dataset(fs, args.clean, on_corrupt=args.on_corrupt,
+                                              streaming=args.streaming, cache_dir=args.cache_dir), name, role)
+
+    if not with_validation:
+        return make(files, role), None
+    train_files, valid_files = split_files(files, args.validation_fraction, args.manifest)
+    if not valid_files:
+        raise DataSourceError(f"{name}: no validation file (raise data.validation_fraction, set data.manifest, "
+                              f"or set data.validation_source)")
+    if not train_files:
+        raise DataSourceError(f"{name}: no training file left after taking validation files")
+    return make(train_files, role), make(valid_files, "validation")
+
+
+def _nonempty(build, name: str, role: str) -> AnyDataset:
+    """`build()`, after checking it holds a document; errors from reading the files become one line."""
+    try:
+        ds = build()
+        empty = len(ds) == 0 if isinstance(ds, Dataset) else next(iter(ds.take(1)), None) is None
+    except datasets.exceptions.DatasetGenerationError as e:
+        cause = e.__cause__
+        while cause is not None and not isinstance(cause, BadFileError):
+            cause = cause.__cause__ or cause.__context__
+        raise (cause or DataSourceError(f"{name}: {e}")) from None
+    if empty:
+        raise DataSourceError(f"{name}: no {role} document left after cleaning (check data.clean.min_chars "
+                              f"and the markers)")
+    return ds
 
 
 def _cap(ds: AnyDataset, n: int | None) -> AnyDataset:
