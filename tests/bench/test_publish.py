@@ -116,3 +116,12 @@ def test_the_repository_itself_passes_check():
     done = subprocess.run([sys.executable, str(REPO / "bench" / "publish.py"), "--check"], cwd=REPO,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_quality_calls_a_difference_resolved_only_where_intervals_do_not_overlap():
+    quality = pytest.importorskip("quality")
+    hfpipe, bert, scratch = [79.93, 80.50, 80.96], [79.3, 79.7, 80.1], [79.36, 79.36, 79.82]  # SST-2, the hour
+    assert quality.compare(hfpipe, bert, "hfpipe", "BERT") == "not resolved (hfpipe 0.76 ahead, intervals overlap)"
+    assert quality.compare(hfpipe, scratch, "hfpipe", "random init") == \
+        "hfpipe ahead by 0.95 (intervals do not overlap)"
+    assert quality.compare([80.0], [70.0], "hfpipe", "BERT") == "one seed: not resolved"
