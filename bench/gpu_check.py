@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     load_before = load_average()
-    argv = [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]
+    argv = [__file__, *(sys.argv[1:] if argv is None else argv)]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     gpu = torch.cuda.get_device_name(0) if gpus else "none"

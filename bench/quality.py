@@ -145,7 +145,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    argv = [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]
+    argv = [__file__, *(sys.argv[1:] if argv is None else argv)]
     load_before = load_average()
     try:  # refuse a dirty tree before spending hours, not after
         provenance(argv, dirty_ok=args.dirty)

@@ -77,7 +77,7 @@ def test_main_exit_code_follows_the_targets_and_writes_json(fake_gpu, monkeypatc
     out = tmp_path / "gpu_check.json"
     assert gpu_check.main(["--dirty", "--out", str(out)]) == rc
     written = json.loads(out.read_text())
-    assert written["provenance"]["command"].endswith(f"--dirty --out {out}")
+    assert written["provenance"]["command"] == f"python bench/gpu_check.py --dirty --out {out}"
     assert bool(written["targets_missed"]) == bool(rc) and written["measures"] == gpu_check.MEASURES
     assert written["tables"]["gpu"]["rows"][0][:3] == ["1 GPU, sdpa", "100,000", "45.0%"]
 
