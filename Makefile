@@ -35,14 +35,17 @@ demo: setup
 bench: setup
 	$(PY) bench/run_all.py $(BENCH_ARGS)
 
-# On a machine with CUDA GPUs: modern-base at 512 on 1 and all GPUs, FSDP and ZeRO-2 vs DDP (bench/gpu_check.py).
+# On a machine with CUDA GPUs (`pip install .[deepspeed]` first): modern-base at 512 on 1 and all GPUs, FSDP and
+# ZeRO-2 vs DDP (bench/gpu_check.py). Fails on any failed run or missed target; writes bench/results/gpu_check.json.
 bench-gpu: setup
 	$(PY) bench/gpu_check.py $(BENCH_ARGS)
 
 # Hours on CPU: the CPU-hour recipe vs transformers' BERT recipe vs no pretraining, fine-tuned on SST-2, CoLA,
-# CoNLL-2003 x 3 seeds; writes the table in docs/results.md (bench/quality.py; BENCH_ARGS="--minutes 10 --seeds 1").
+# CoNLL-2003 x 3 seeds, in one invocation; writes bench/results/quality.json, then renders it into docs/results.md
+# (bench/quality.py, bench/publish.py; BENCH_ARGS="--minutes 10 --seeds 1").
 bench-quality: setup
 	$(PY) bench/quality.py $(BENCH_ARGS)
+	$(PY) bench/publish.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -2,7 +2,8 @@
 
     python bench/quality.py                                   # the CPU-hour recipe, 3 seeds (hours)
     python bench/quality.py --minutes 10 --seeds 1 --max-train 20000   # a reduced run
-    python bench/quality.py --tiny --work-dir /tmp/q --doc /tmp/q/results.md   # seconds: the test
+    python bench/quality.py --tiny --work-dir /tmp/q --results /tmp/q/quality.json --dirty   # seconds: a smoke run
+    python bench/publish.py                                   # then: docs/results.md from the results file
 
 Stages, each timed (wall clock):
   1. hfpipe     `hfpipe pretrain RECIPE` (default recipes/pretrain/cpu-hour.yaml, made by `hfpipe plan`)
@@ -25,7 +26,15 @@ The reference rows are Google's BERT-Tiny/Mini (Turc et al. 2019, google-researc
 *test* scores after 3.3B words of pretraining, best of a grid of lr x batch, 4 epochs. Published,
 not measured here.
 
-Writes WORK_DIR/quality.json and the table between the markers in --doc (docs/results.md).
+All three sides run in this one invocation, one after the other on the same machine, and the load
+average before and after each stage is recorded: token counts are only comparable between sides that
+ran under the same load. (--hfpipe-run and --reuse-pretraining break that; the results file then says
+the sides were timed separately.) A difference is called resolved only where the mean ± std intervals
+over seeds do not overlap.
+
+Writes WORK_DIR/quality.json and --results (bench/results/quality.json: provenance, "measures" and the
+tables that `python bench/publish.py` renders between `<!-- bench:quality/... -->` markers in
+docs/results.md).
 """
 
 from __future__ import annotations
@@ -45,15 +54,22 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import statistics  # noqa: E402
+
 import torch  # noqa: E402
 
 from hfpipe.train.suite import mean_std  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from provenance import DirtyTreeError, load_average, provenance, write_results  # noqa: E402
+
+# What the figures measure: the results file is stale once any of these changed (bench/publish.py).
+MEASURES = ["hfpipe/train", "hfpipe/model", "hfpipe/data", "hfpipe/tasks", "hfpipe/config",
+            "recipes/pretrain/cpu-hour.yaml", "recipes/finetune", "bench/quality.py"]
 DATA = REPO.parent / "shared" / "data"
 RECIPE = REPO / "recipes" / "pretrain" / "cpu-hour.yaml"
 BLOCK, BERT_MLM = 128, 0.15
-START, END = "<!-- quality-table:start -->", "<!-- quality-table:end -->"
 TASKS = {  # task -> (shipped recipe, train file, dev file, overrides, metric label)
     "sst2": ("glue/sst2", "sst2/train.tsv", "sst2/dev.tsv", ["train.num_epochs=1"], "SST-2 acc"),
     "cola": ("glue/cola", "cola/train.tsv", "cola/dev.tsv", ["train.num_epochs=3"], "CoLA MCC"),
@@ -90,7 +106,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval-rows", type=int, default=512, help="validation rows of the common MLM evaluation")
     p.add_argument("--data-dir", type=Path, default=DATA)
     p.add_argument("--work-dir", type=Path, default=REPO / "runs" / "quality")
-    p.add_argument("--doc", type=Path, default=REPO / "docs" / "results.md")
+    p.add_argument("--results", type=Path, default=REPO / "bench" / "results" / "quality.json",
+                   help="the results file bench/publish.py renders")
+    p.add_argument("--dirty", action="store_true", help="run on uncommitted changes (recorded as such)")
     p.add_argument(
         "--epochs",
         nargs="+",
@@ -127,20 +145,29 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    work, seconds = args.work_dir, {}
+    argv = [__file__, *(sys.argv[1:] if argv is None else argv)]
+    load_before = load_average()
+    try:  # refuse a dirty tree before spending hours, not after
+        provenance(argv, dirty_ok=args.dirty)
+    except DirtyTreeError as e:
+        sys.exit(f"bench/quality.py: error: {e}")
+    work, seconds, loads = args.work_dir, {}, {}
     report: dict = {
-        "command": "python bench/quality.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python bench/quality.py " + " ".join(argv[1:]),
         "seconds": seconds,
+        "load": loads,
+        "one_invocation": not (args.hfpipe_run or args.reuse_pretraining),
         "models": {},
     }
 
     @contextmanager
     def stage(name: str):
         print(f"\n=== {name}", flush=True)
-        start = time.perf_counter()
+        start, before = time.perf_counter(), load_average()
         yield
         seconds[name] = round(time.perf_counter() - start, 1)
-        print(f"=== {name}: {seconds[name]} s", flush=True)
+        loads[name] = [before, load_average()]
+        print(f"=== {name}: {seconds[name]} s, load {before} -> {loads[name][1]}", flush=True)
 
     recipe = hfpipe_recipe(args)
     run_dir = args.hfpipe_run or Path(recipe.output_dir)
@@ -182,10 +209,14 @@ def main(argv=None) -> dict:
         "preset": recipe.model.preset,
         "minutes": recipe.train.max_minutes,
     }
+    work.mkdir(parents=True, exist_ok=True)
     (work / "quality.json").write_text(json.dumps(report, indent=2))
-    table = format_tables(report, args)
-    print("\n" + table)
-    write_doc(args.doc, table)
+    tables = format_tables(report, args)
+    for table in tables.values():
+        print("\n" + render(table))
+    write_results(args.results, {**report, "measures": MEASURES, "tables": tables}, argv=argv,
+                  dirty_ok=args.dirty, load_before=load_before)
+    print(f"\nwrote {args.results}; now `python bench/publish.py` puts its tables in docs/results.md")
     return report
 
 
@@ -406,7 +437,20 @@ def finetune_all(args, model_dir: Path, out: Path) -> dict:
 # ----------------------------------------------------------------------------------------------
 
 
-def format_tables(report: dict, args) -> str:
+def compare(a: list[float], b: list[float], higher: str, lower: str) -> str:
+    """Which side is ahead, and whether the seeds resolve it: resolved only where the mean ± std intervals
+    do not overlap (one seed has no interval, so nothing is resolved)."""
+    if len(a) < 2 or len(b) < 2:
+        return "one seed: not resolved"
+    (ma, sa), (mb, sb) = (statistics.fmean(a), statistics.stdev(a)), (statistics.fmean(b), statistics.stdev(b))
+    ahead = higher if ma > mb else lower
+    if ma - sa > mb + sb or mb - sb > ma + sa:
+        return f"{ahead} ahead by {abs(ma - mb):.2f} (intervals do not overlap)"
+    return f"not resolved ({ahead} {abs(ma - mb):.2f} ahead, intervals overlap)"
+
+
+def format_tables(report: dict, args) -> dict:
+    """{"quality": the models x tasks table, "stages": wall time and load per stage} for bench/publish.py."""
     preset, minutes = report["recipe"]["preset"], report["recipe"]["minutes"]
     seeds = len(args.seeds)
     head = ["model", "pretraining", "val. MLM loss", *(TASKS[t][4] for t in args.tasks)]
@@ -424,43 +468,33 @@ def format_tables(report: dict, args) -> str:
          f"{report['mlm']['bert']['loss']:.3f}"],
         ["same architecture as hfpipe, random init (control)", "none", "—"],
     ]  # fmt: skip
+    scores = {name: {t: [r["score"] for r in report["models"][name][t]] for t in args.tasks}
+              for name in ("hfpipe", "bert", "scratch")}  # fmt: skip
     for row, name in zip(rows, ("hfpipe", "bert", "scratch"), strict=True):
-        row += [mean_std([r["score"] for r in report["models"][name][t]], digits=2) for t in args.tasks]
+        row += [mean_std(scores[name][t], digits=2) for t in args.tasks]
+    rows.append(["hfpipe vs BERT recipe", "", "one run each: no interval",
+                 *(compare(scores["hfpipe"][t], scores["bert"][t], "hfpipe", "BERT") for t in args.tasks)])
+    rows.append(["hfpipe vs random init", "", "",
+                 *(compare(scores["hfpipe"][t], scores["scratch"][t], "hfpipe", "random init") for t in args.tasks)])
     for label, published in PUBLISHED.items():
-        rows.append(
-            [
-                label,
-                "3.3B words (Turc et al. 2019)",
-                "—",
-                *(f"{published[t]:.1f}" if t in published else "—" for t in args.tasks),
-            ]
-        )
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + [
-        "| " + " | ".join(r) + " |" for r in rows
-    ]
-    lines += [
-        "",
-        f"Dev-set scores x100, mean ± std over {seeds} seed(s) (fine-tuning seeds; one pretraining run each). "
-        "Validation MLM loss: the same WikiText-2 validation rows and 15% masks for both models.",
-        "",
-        "| stage | wall time (s) |",
-        "|---|---|",
-    ]
-    lines += [f"| {name} | {s} |" for name, s in report["seconds"].items()]
-    lines += ["", f"Command: `{report['command']}`"]
-    return "\n".join(lines)
+        rows.append([label, "3.3B words (Turc et al. 2019)", "—",
+                     *(f"{published[t]:.1f}" if t in published else "—" for t in args.tasks)])  # fmt: skip
+    timing = ("All sides ran in this one invocation, one after the other; the load per stage is in the stages table."
+              if report["one_invocation"] else
+              "The sides were NOT timed in one invocation (--hfpipe-run or --reuse-pretraining): their token "
+              "counts are not comparable.")
+    note = (f"Dev-set scores x100, mean ± std over {seeds} seed(s) (fine-tuning seeds; one pretraining run each). "
+            "Validation MLM loss: the same WikiText-2 validation rows and 15% masks for both models. " + timing)
+    stages = [[name, f"{s}", f"{report['load'][name][0]} → {report['load'][name][1]}"]
+              for name, s in report["seconds"].items()]
+    return {"quality": {"columns": head, "rows": rows, "note": note},
+            "stages": {"columns": ["stage", "wall time (s)", "load average before → after"], "rows": stages,
+                       "note": ""}}
 
 
-def write_doc(doc: Path, table: str) -> None:
-    """Put the table between the markers of `doc` (created with just the table if absent)."""
-    block = f"{START}\n{table}\n{END}"
-    text = doc.read_text() if doc.is_file() else ""
-    if START in text and END in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = (text + "\n\n" if text else "") + block + "\n"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(text)
+def render(table: dict) -> str:
+    lines = ["| " + " | ".join(table["columns"]) + " |", "|" + "---|" * len(table["columns"])]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in table["rows"]] + ["", table["note"]])
 
 
 if __name__ == "__main__":

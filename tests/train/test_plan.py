@@ -5,6 +5,7 @@ measurement (structure only), and `bench/quality.py --tiny` end to end.
 """
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -187,10 +188,7 @@ def test_bench_quality_tiny_runs_every_stage(shared_data, tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("quality", REPO / "bench" / "quality.py")
     quality = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(quality)
-    doc = tmp_path / "results.md"
-    doc.write_text(
-        "# Results\n\nbefore\n<!-- quality-table:start -->\nold\n<!-- quality-table:end -->\nafter\n"
-    )
+    results = tmp_path / "quality.json"
     report = quality.main(
         [
             "--tiny",
@@ -202,8 +200,9 @@ def test_bench_quality_tiny_runs_every_stage(shared_data, tmp_path, capsys):
             str(shared_data),
             "--work-dir",
             str(tmp_path / "q"),
-            "--doc",
-            str(doc),
+            "--results",
+            str(results),
+            "--dirty",
         ]
     )
     assert report["bert_pretrain"]["step"] == 3 and report["hfpipe_pretrain"]["step"] == 3
@@ -217,17 +216,19 @@ def test_bench_quality_tiny_runs_every_stage(shared_data, tmp_path, capsys):
         "pretrain BERT (run_mlm_no_trainer)",
         "fine-tune scratch",
     }
-    text = doc.read_text()
-    assert text.startswith("# Results\n\nbefore\n") and text.endswith("after\n") and "old" not in text
-    assert (
-        "| Google BERT-Mini (published, GLUE test, 3.3B words) | 3.3B words (Turc et al. 2019) | — | 85.9 |"
-        in text
-    )
+    written = json.loads(results.read_text())  # the results file bench/publish.py renders
+    assert written["provenance"]["command"].startswith("python bench/quality.py --tiny")
+    assert written["one_invocation"] and set(written["load"]) == set(report["seconds"])
+    rows = written["tables"]["quality"]["rows"]
+    assert ["Google BERT-Mini (published, GLUE test, 3.3B words)", "3.3B words (Turc et al. 2019)", "—", "85.9"] in rows
     # an hfpipe run made earlier (the CPU hour) is reused: stage 1 skipped, BERT gets that run's budget
-    common = ["--tiny", "--tasks", "sst2", "--data-dir", str(shared_data), "--doc", str(tmp_path / "r2.md")]
+    common = ["--tiny", "--tasks", "sst2", "--data-dir", str(shared_data), "--dirty",
+              "--results", str(tmp_path / "r2.json")]
     again = quality.main(common + ["--hfpipe-run", str(tmp_path / "q" / "hfpipe"), "--work-dir", str(tmp_path / "q2")])
     assert "pretrain hfpipe" not in again["seconds"] and again["hfpipe_pretrain"] == report["hfpipe_pretrain"]
     assert again["mlm"]["hfpipe"] == report["mlm"]["hfpipe"] and again["bert_pretrain"]["step"] == 3
+    assert not again["one_invocation"] and "NOT timed in one invocation" in json.loads(
+        (tmp_path / "r2.json").read_text())["tables"]["quality"]["note"]
     with pytest.raises(SystemExit):
         quality.main(common + ["--hfpipe-run", str(tmp_path / "nothing"), "--work-dir", str(tmp_path / "q3")])
     assert "not a finished hfpipe pretraining run" in capsys.readouterr().err
