@@ -91,7 +91,7 @@ def test_zst_without_zstandard_names_the_pip_install(tmp_path, monkeypatch):
     path = tmp_path / "b.txt.zst"
     path.write_bytes(b"\x28\xb5\x2f\xfd")
     monkeypatch.setitem(sys.modules, "zstandard", None)  # import zstandard -> ImportError
-    with pytest.raises(BadFileError, match=r"b\.txt\.zst: reading \.zst files needs the zstandard package: pip install zstandard"):
+    with pytest.raises(BadFileError, match=r"b\.txt\.zst: reading \.zst files needs the zstandard package: pip install zstandard \(or hfpipe\[zst\]\)"):
         read_compressed(path)
 
 
@@ -136,6 +136,26 @@ def test_corrupt_file_stops_or_is_skipped_by_option(tmp_path, streaming, caplog)
         train, _ = load_text_datasets(books_args(tmp_path, streaming=streaming, on_corrupt="skip"), seed=0)
         assert list(iter_texts(train)) == expected(1)
     assert "0002_book.txt.bz2: corrupt .bz2 file" in caplog.text
+
+
+def test_cli_names_a_corrupt_book_in_one_line(tmp_path):
+    import subprocess
+
+    write_books(tmp_path / "books", 4)
+    bad = tmp_path / "books" / "0002_book.txt.bz2"
+    bad.write_bytes(b"BZh9 not really bzip2")
+    books_args(tmp_path)
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "hfpipe", "pretrain", str(REPO / "recipes/pretrain/tiny.yaml"), f"output_dir={out}",
+         f"data.source={tmp_path / 'books' / '*.txt.bz2'}", f"data.manifest={tmp_path / 'MANIFEST.tsv'}",
+         "data.clean.strip_markers=true", "train.max_steps=2"],
+        capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("hfpipe pretrain: error: ") and "0002_book.txt.bz2: corrupt .bz2 file" in last
+    assert "Traceback" not in proc.stderr
+    assert not (out / "checkpoints").exists()
 
 
 def test_missing_markers_error_skip_or_keep(tmp_path):
