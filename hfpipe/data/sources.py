@@ -43,7 +43,14 @@ from datasets import Dataset, IterableDataset
 
 from ..config import DataArgs
 from . import corpus
-from .files import COMPRESSED_SUFFIXES, BadFileError, book_dataset, is_compressed, split_files
+from .files import (
+    COMPRESSED_SUFFIXES,
+    BadFileError,
+    DataSourceError,
+    book_dataset,
+    is_compressed,
+    split_files,
+)
 from .packing import collate, shard_for_process, tokenize_dataset  # noqa: F401  (re-exported API)
 
 logger = logging.getLogger(__name__)
@@ -64,9 +71,6 @@ UTF8_CHECK_CHUNK = 1 << 22  # bytes read at a time when checking that a text fil
 # Streaming reads text/json files in 1 MB chunks instead of datasets' 10 MB: the chunk (its string
 # and its lines) is most of a streaming run's memory, so this keeps the footprint small and flat.
 STREAMING_CHUNK_BYTES = 1 << 20
-
-
-from .files import DataSourceError  # noqa: E402,F401  (defined beside the file reader, re-exported)
 
 
 # ---------------------------------------------------------------------------------------------

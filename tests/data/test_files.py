@@ -25,9 +25,9 @@ from hfpipe.data.sources import DataSourceError, iter_texts, load_text_datasets
 from hfpipe.data.tokenizer import train_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
-GUTENBERG = REPO.parent.parent / "shared" / "data" / "gutenberg"
+GUTENBERG = REPO.parent / "shared" / "data" / "gutenberg"  # ../shared beside the checkout (or a worktree's ../..)
 if not GUTENBERG.exists():
-    GUTENBERG = REPO.parent / "shared" / "data" / "gutenberg"
+    GUTENBERG = REPO.parent.parent / "shared" / "data" / "gutenberg"
 
 HEADER = "The Project Gutenberg EBook of Book {i}\r\nlicense words here\r\n\r\n*** START OF THIS PROJECT GUTENBERG EBOOK BOOK {i} ***\r\n"
 FOOTER = "*** END OF THIS PROJECT GUTENBERG EBOOK BOOK {i} ***\r\n\r\nfooter license text that must not be read\r\n"
