@@ -267,10 +267,15 @@ def _source_parts(
     *,
     with_validation: bool,
     role: str = "training",
+    manifest: str | None = None,
 ) -> tuple[AnyDataset, AnyDataset | None]:
-    """(train part, validation part or None) of one source; `role` names what it is for in errors."""
+    """(train part, validation part or None) of one source; `role` names what it is for in errors;
+    `manifest` picks the validation files of a compressed-file source (else a hash of their names)."""
     if _is_compressed_source(source):
-        return _book_parts(source, args, with_validation=with_validation, role=role)
+        return _book_parts(source, args, with_validation=with_validation, role=role, manifest=manifest)
+    if manifest is not None:
+        raise DataSourceError(f"data.manifest is set but data.source {source!r} is not a glob of compressed "
+                              f"files ({', '.join(COMPRESSED_SUFFIXES)}); set data.manifest: null")
     ds, name = _load_raw(source, config_name, split, streaming=args.streaming, cache_dir=args.cache_dir,
                          role=role)
     ds = _text_only(ds, text_column, name)
@@ -292,7 +297,7 @@ def _is_compressed_source(source: str) -> bool:
         return False  # the ordinary reader reports it
 
 
-def _book_parts(source: str, args: DataArgs, *, with_validation: bool, role: str):
+def _book_parts(source: str, args: DataArgs, *, with_validation: bool, role: str, manifest: str | None):
     """(train, validation or None) of a compressed-file source, split by file (manifest or hash)."""
     files = resolve_files(source)
     name = f"{source} ({len(files)} files)"
@@ -302,7 +307,7 @@ def _book_parts(source: str, args: DataArgs, *, with_validation: bool, role: str
 
     if not with_validation:
         return make(files, role), None
-    train_files, valid_files = split_files(files, args.validation_fraction, args.manifest)
+    train_files, valid_files = split_files(files, args.validation_fraction, manifest)
     if not valid_files:
         raise DataSourceError(f"{name}: no validation file (raise data.validation_fraction, set data.manifest, "
                               f"or set data.validation_source)")
@@ -342,7 +347,8 @@ def load_text_datasets(args: DataArgs, *, seed: int) -> tuple[AnyDataset, AnyDat
     builtin_split = args.source.startswith(BUILTIN_PREFIX) and args.validation_source is None
     carve = args.validation_source is None and args.validation_split is None and not builtin_split
     train, validation = _source_parts(
-        args.source, args.config_name, args.split, args.text_column, args, with_validation=carve
+        args.source, args.config_name, args.split, args.text_column, args, with_validation=carve,
+        manifest=args.manifest,
     )
     if args.validation_source is not None or own_split or builtin_split:
         validation, _ = _source_parts(

@@ -122,6 +122,14 @@ def test_without_manifest_validation_is_a_fraction_of_files(tmp_path):
 def test_a_glob_matching_nothing_is_one_line(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"glob '.*nothing/\*\.txt\.bz2' matches no file"):
         load_text_datasets(DataArgs(source=str(tmp_path / "nothing" / "*.txt.bz2")), seed=0)
+    text = tmp_path / "plain.txt"
+    text.write_text("a line\n")
+    with pytest.raises(DataSourceError, match=r"data.manifest is set but data.source .*plain.txt' is not a glob of compressed"):
+        load_text_datasets(DataArgs(source=str(text), manifest=str(text)), seed=0)
+    write_books(tmp_path / "books", 3)
+    (tmp_path / "MANIFEST.tsv").write_text("file\tsplit\nbooks/0000_book.txt.bz2\tvalid\n")
+    with pytest.raises(DataSourceError, match=r"does not list 2 source file\(s\), e.g. 0001_book.txt.bz2"):
+        load_text_datasets(books_args(tmp_path), seed=0)
 
 
 @pytest.mark.parametrize("streaming", [False, True])
