@@ -220,7 +220,8 @@ def test_real_gutenberg_books(tmp_path):
 
 
 def test_streaming_books_run_resumes_exactly(tmp_path, capsys):
-    """The streaming-resume contract on a compressed-book source: the resumed run starts at step 3."""
+    """The streaming-resume contract on a mixture of compressed books (weight 0.7) and a text file (0.3):
+    the resumed run starts at step 3 and ends with the same losses as the uninterrupted one."""
     from hfpipe.train.pretrain import pretrain
 
     sys.path.insert(0, str(REPO / "tests" / "train"))
@@ -233,6 +234,7 @@ def test_streaming_books_run_resumes_exactly(tmp_path, capsys):
         items = tiny_overrides(tmp_path, "stream", **{
             "data.source": str(tmp_path / "books" / "*.txt.bz2"), "data.manifest": str(tmp_path / "MANIFEST.tsv"),
             "data.clean.strip_markers": "true", "data.clean.join_lines": "true", "data.clean.min_chars": 12,
+            "data.weight": 0.7, "data.extra_sources": f"[{{source: {tmp_path / 'corpus.txt'}, weight: 0.3}}]",
             "data.streaming": "true", "train.max_steps": 6, "train.save_every_steps": 3})
         return pretrain(load_recipe(REPO / "recipes/pretrain/tiny.yaml", PretrainRecipe, items))
 
