@@ -14,6 +14,9 @@ A source (`data.source`, and each of `data.extra_sources`) is one of
 - a local file or glob: `.txt` (one document per non-blank line, as datasets' `text` builder
   reads it), `.csv`, `.tsv` (tab-separated, no quoting), `.json`/`.jsonl`, `.parquet`;
   `data.text_column` names the column holding the text;
+- a glob of compressed text files (`books/*.txt.bz2`, also .gz/.xz/.zst): one book per file, read
+  and cleaned by `hfpipe.data.files` (`data.clean`), validation chosen by file (`data.manifest`
+  or a hash of the file name), one stream shard per file;
 - otherwise a Hugging Face Hub dataset name, read with `datasets.load_dataset(source,
   config_name, split=split)` (needs internet).
 
