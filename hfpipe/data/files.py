@@ -64,7 +64,7 @@ def read_compressed(path: Path | str) -> str:
                 import zstandard
             except ImportError:
                 raise BadFileError(f"{path}: reading .zst files needs the zstandard package: "
-                                   f"pip install zstandard") from None
+                                   f"pip install zstandard (or hfpipe[zst])") from None
             with open(path, "rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as reader:
                 data = reader.read()
         else:

@@ -14,6 +14,9 @@ A source (`data.source`, and each of `data.extra_sources`) is one of
 - a local file or glob: `.txt` (one document per non-blank line, as datasets' `text` builder
   reads it), `.csv`, `.tsv` (tab-separated, no quoting), `.json`/`.jsonl`, `.parquet`;
   `data.text_column` names the column holding the text;
+- a glob of compressed text files (`books/*.txt.bz2`, also .gz/.xz/.zst): one book per file, read
+  and cleaned by `hfpipe.data.files` (`data.clean`), validation chosen by file (`data.manifest`
+  or a hash of the file name), one stream shard per file;
 - otherwise a Hugging Face Hub dataset name, read with `datasets.load_dataset(source,
   config_name, split=split)` (needs internet).
 
@@ -43,7 +46,14 @@ from datasets import Dataset, IterableDataset
 
 from ..config import DataArgs
 from . import corpus
-from .files import COMPRESSED_SUFFIXES, BadFileError, book_dataset, is_compressed, split_files
+from .files import (
+    COMPRESSED_SUFFIXES,
+    BadFileError,
+    DataSourceError,
+    book_dataset,
+    is_compressed,
+    split_files,
+)
 from .packing import collate, shard_for_process, tokenize_dataset  # noqa: F401  (re-exported API)
 
 logger = logging.getLogger(__name__)
@@ -64,9 +74,6 @@ UTF8_CHECK_CHUNK = 1 << 22  # bytes read at a time when checking that a text fil
 # Streaming reads text/json files in 1 MB chunks instead of datasets' 10 MB: the chunk (its string
 # and its lines) is most of a streaming run's memory, so this keeps the footprint small and flat.
 STREAMING_CHUNK_BYTES = 1 << 20
-
-
-from .files import DataSourceError  # noqa: E402,F401  (defined beside the file reader, re-exported)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,10 +270,15 @@ def _source_parts(
     *,
     with_validation: bool,
     role: str = "training",
+    manifest: str | None = None,
 ) -> tuple[AnyDataset, AnyDataset | None]:
-    """(train part, validation part or None) of one source; `role` names what it is for in errors."""
+    """(train part, validation part or None) of one source; `role` names what it is for in errors;
+    `manifest` picks the validation files of a compressed-file source (else a hash of their names)."""
     if _is_compressed_source(source):
-        return _book_parts(source, args, with_validation=with_validation, role=role)
+        return _book_parts(source, args, with_validation=with_validation, role=role, manifest=manifest)
+    if manifest is not None:
+        raise DataSourceError(f"data.manifest is set but data.source {source!r} is not a glob of compressed "
+                              f"files ({', '.join(COMPRESSED_SUFFIXES)}); set data.manifest: null")
     ds, name = _load_raw(source, config_name, split, streaming=args.streaming, cache_dir=args.cache_dir,
                          role=role)
     ds = _text_only(ds, text_column, name)
@@ -288,7 +300,7 @@ def _is_compressed_source(source: str) -> bool:
         return False  # the ordinary reader reports it
 
 
-def _book_parts(source: str, args: DataArgs, *, with_validation: bool, role: str):
+def _book_parts(source: str, args: DataArgs, *, with_validation: bool, role: str, manifest: str | None):
     """(train, validation or None) of a compressed-file source, split by file (manifest or hash)."""
     files = resolve_files(source)
     name = f"{source} ({len(files)} files)"
@@ -298,7 +310,7 @@ def _book_parts(source: str, args: DataArgs, *, with_validation: bool, role: str
 
     if not with_validation:
         return make(files, role), None
-    train_files, valid_files = split_files(files, args.validation_fraction, args.manifest)
+    train_files, valid_files = split_files(files, args.validation_fraction, manifest)
     if not valid_files:
         raise DataSourceError(f"{name}: no validation file (raise data.validation_fraction, set data.manifest, "
                               f"or set data.validation_source)")
@@ -338,7 +350,8 @@ def load_text_datasets(args: DataArgs, *, seed: int) -> tuple[AnyDataset, AnyDat
     builtin_split = args.source.startswith(BUILTIN_PREFIX) and args.validation_source is None
     carve = args.validation_source is None and args.validation_split is None and not builtin_split
     train, validation = _source_parts(
-        args.source, args.config_name, args.split, args.text_column, args, with_validation=carve
+        args.source, args.config_name, args.split, args.text_column, args, with_validation=carve,
+        manifest=args.manifest,
     )
     if args.validation_source is not None or own_split or builtin_split:
         validation, _ = _source_parts(

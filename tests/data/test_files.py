@@ -25,9 +25,9 @@ from hfpipe.data.sources import DataSourceError, iter_texts, load_text_datasets
 from hfpipe.data.tokenizer import train_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
-GUTENBERG = REPO.parent.parent / "shared" / "data" / "gutenberg"
+GUTENBERG = REPO.parent / "shared" / "data" / "gutenberg"  # ../shared beside the checkout (or a worktree's ../..)
 if not GUTENBERG.exists():
-    GUTENBERG = REPO.parent / "shared" / "data" / "gutenberg"
+    GUTENBERG = REPO.parent.parent / "shared" / "data" / "gutenberg"
 
 HEADER = "The Project Gutenberg EBook of Book {i}\r\nlicense words here\r\n\r\n*** START OF THIS PROJECT GUTENBERG EBOOK BOOK {i} ***\r\n"
 FOOTER = "*** END OF THIS PROJECT GUTENBERG EBOOK BOOK {i} ***\r\n\r\nfooter license text that must not be read\r\n"
@@ -91,7 +91,7 @@ def test_zst_without_zstandard_names_the_pip_install(tmp_path, monkeypatch):
     path = tmp_path / "b.txt.zst"
     path.write_bytes(b"\x28\xb5\x2f\xfd")
     monkeypatch.setitem(sys.modules, "zstandard", None)  # import zstandard -> ImportError
-    with pytest.raises(BadFileError, match=r"b\.txt\.zst: reading \.zst files needs the zstandard package: pip install zstandard"):
+    with pytest.raises(BadFileError, match=r"b\.txt\.zst: reading \.zst files needs the zstandard package: pip install zstandard \(or hfpipe\[zst\]\)"):
         read_compressed(path)
 
 
@@ -122,6 +122,14 @@ def test_without_manifest_validation_is_a_fraction_of_files(tmp_path):
 def test_a_glob_matching_nothing_is_one_line(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"glob '.*nothing/\*\.txt\.bz2' matches no file"):
         load_text_datasets(DataArgs(source=str(tmp_path / "nothing" / "*.txt.bz2")), seed=0)
+    text = tmp_path / "plain.txt"
+    text.write_text("a line\n")
+    with pytest.raises(DataSourceError, match=r"data.manifest is set but data.source .*plain.txt' is not a glob of compressed"):
+        load_text_datasets(DataArgs(source=str(text), manifest=str(text)), seed=0)
+    write_books(tmp_path / "books", 3)
+    (tmp_path / "MANIFEST.tsv").write_text("file\tsplit\nbooks/0000_book.txt.bz2\tvalid\n")
+    with pytest.raises(DataSourceError, match=r"does not list 2 source file\(s\), e.g. 0001_book.txt.bz2"):
+        load_text_datasets(books_args(tmp_path), seed=0)
 
 
 @pytest.mark.parametrize("streaming", [False, True])
@@ -136,6 +144,26 @@ def test_corrupt_file_stops_or_is_skipped_by_option(tmp_path, streaming, caplog)
         train, _ = load_text_datasets(books_args(tmp_path, streaming=streaming, on_corrupt="skip"), seed=0)
         assert list(iter_texts(train)) == expected(1)
     assert "0002_book.txt.bz2: corrupt .bz2 file" in caplog.text
+
+
+def test_cli_names_a_corrupt_book_in_one_line(tmp_path):
+    import subprocess
+
+    write_books(tmp_path / "books", 4)
+    bad = tmp_path / "books" / "0002_book.txt.bz2"
+    bad.write_bytes(b"BZh9 not really bzip2")
+    books_args(tmp_path)
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "hfpipe", "pretrain", str(REPO / "recipes/pretrain/tiny.yaml"), f"output_dir={out}",
+         f"data.source={tmp_path / 'books' / '*.txt.bz2'}", f"data.manifest={tmp_path / 'MANIFEST.tsv'}",
+         "data.clean.strip_markers=true", "train.max_steps=2"],
+        capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("hfpipe pretrain: error: ") and "0002_book.txt.bz2: corrupt .bz2 file" in last
+    assert "Traceback" not in proc.stderr
+    assert not (out / "checkpoints").exists()
 
 
 def test_missing_markers_error_skip_or_keep(tmp_path):
@@ -192,7 +220,8 @@ def test_real_gutenberg_books(tmp_path):
 
 
 def test_streaming_books_run_resumes_exactly(tmp_path, capsys):
-    """The streaming-resume contract on a compressed-book source: the resumed run starts at step 3."""
+    """The streaming-resume contract on a mixture of compressed books (weight 0.7) and a text file (0.3):
+    the resumed run starts at step 3 and ends with the same losses as the uninterrupted one."""
     from hfpipe.train.pretrain import pretrain
 
     sys.path.insert(0, str(REPO / "tests" / "train"))
@@ -205,6 +234,7 @@ def test_streaming_books_run_resumes_exactly(tmp_path, capsys):
         items = tiny_overrides(tmp_path, "stream", **{
             "data.source": str(tmp_path / "books" / "*.txt.bz2"), "data.manifest": str(tmp_path / "MANIFEST.tsv"),
             "data.clean.strip_markers": "true", "data.clean.join_lines": "true", "data.clean.min_chars": 12,
+            "data.weight": 0.7, "data.extra_sources": f"[{{source: {tmp_path / 'corpus.txt'}, weight: 0.3}}]",
             "data.streaming": "true", "train.max_steps": 6, "train.save_every_steps": 3})
         return pretrain(load_recipe(REPO / "recipes/pretrain/tiny.yaml", PretrainRecipe, items))
 
