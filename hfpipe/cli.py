@@ -53,6 +53,7 @@ def cmd_pretrain(args) -> int:
 
     check_model_path(recipe.model.name_or_path)
     check_positions(recipe.model.name_or_path, recipe.data.block_size, "data.block_size")
+    claim_run(recipe.output_dir)
     from .train.pretrain import pretrain
 
     pretrain(recipe)
@@ -66,10 +67,19 @@ def cmd_finetune(args) -> int:
 
     check_model_path(recipe.model.name_or_path)
     check_positions(recipe.model.name_or_path, recipe.data.max_length)  # before any text is tokenized
+    claim_run(recipe.output_dir)
     from .train.finetune import finetune
 
     finetune(recipe)
     return 0
+
+
+def claim_run(output_dir: str) -> None:
+    """One run per output_dir: the launching process (rank 0 of each machine) locks it until it exits."""
+    if os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")) == "0":
+        from .train.lock import claim_output_dir
+
+        claim_output_dir(output_dir)
 
 
 def check_output_dir(output_dir: str) -> None:
