@@ -9,7 +9,8 @@ A checkpoint is a folder `output_dir/checkpoints/step-00000100/` holding
 All of it is written into `step-00000100.tmp/` and renamed in one step once COMPLETE is in it, so a
 kill or an error during a save leaves a `*.tmp` folder that `list_checkpoints` ignores and the next
 save removes. Before a resume `verify_checkpoint` reads the manifest and the safetensors headers: a
-damaged newest checkpoint is skipped, with a warning, for the newest one that is whole.
+damaged newest checkpoint is skipped, with a warning, for the newest one that is whole. `train.keep_last` keeps the newest N, and also,
+in a WSD run, the newest checkpoint of the stable phase (the one `hfpipe decay` needs).
 """
 
 import json
@@ -83,10 +84,39 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict,
         if final.exists():  # e.g. the final step coincides with a periodic save after a resume
             shutil.rmtree(final)
         tmp.rename(final)  # the checkpoint appears whole, or not at all
+        keep = newest_stable_phase(output_dir, recipe.train) if recipe is not None else None
         for old in list_checkpoints(output_dir)[:-keep_last] if keep_last > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
+            if old != keep:  # the newest stable-phase one of a WSD run stays: `hfpipe decay` starts from it
+                shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def in_stable_phase(train, state: dict) -> bool:
+    """Whether a checkpoint with this trainer state was saved in the stable phase of a WSD run (`train`):
+    past the warmup (lr at its peak) and before the decay began."""
+    from .budget import Budget
+
+    if train.schedule != "wsd":
+        return False
+    budget = Budget(train)
+    step, tokens, elapsed = state["step"], state.get("tokens", 0), state.get("elapsed", 0.0)
+    return (budget.progress(step, tokens, elapsed) <= 1.0 - train.decay_fraction + 1e-9
+            and budget.lr(step, tokens, elapsed) >= train.lr * (1 - 1e-6))
+
+
+def newest_stable_phase(output_dir: str | Path, train) -> Path | None:
+    """The newest complete checkpoint of the stable phase of a WSD run, which keep_last never deletes."""
+    if train.schedule != "wsd":
+        return None
+    for path in reversed(list_checkpoints(output_dir)):
+        try:
+            state = json.loads((path / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if in_stable_phase(train, state):
+            return path
+    return None
 
 
 def remove_incomplete(output_dir: str | Path) -> list[Path]:
