@@ -13,6 +13,7 @@ damaged newest checkpoint is skipped, with a warning, for the newest one that is
 in a WSD run, the newest checkpoint of the stable phase (the one `hfpipe decay` needs).
 """
 
+import errno
 import json
 import logging
 import re
@@ -73,8 +74,29 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict,
         remove_incomplete(output_dir)  # leftovers of a save that was killed or failed
         tmp.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)
+    try:
+        accelerator.save_state(str(tmp), safe_serialization=True)
+        accelerator.wait_for_everyone()
+        _finish_save(accelerator, output_dir, tmp, final, step, state, keep_last, recipe)
+    except Exception as e:
+        if not _disk_full(e, root):
+            raise
+        written = _folder_bytes(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)  # no *.tmp left behind; the older checkpoints are untouched
+        previous = latest_checkpoint(output_dir)
+        needed = max(_folder_bytes(previous) if previous else 0, written)
+        free = shutil.disk_usage(root).free
+        raise CheckpointError(
+            f"the disk holding {root} is full: saving step-{step:08d} needs about {needed / 1e6:.1f} MB and "
+            f"{free / 1e6:.1f} MB are free; free some space (or lower train.keep_last) and run the same command "
+            f"again to resume from {previous.name if previous else 'the start'}"
+        ) from None
     accelerator.wait_for_everyone()
+    return final
+
+
+def _finish_save(accelerator, output_dir, tmp: Path, final: Path, step: int, state: dict, keep_last: int, recipe):
+    """The main process's part of a save: state, recipe and COMPLETE manifest, the rename, keep_last."""
     if accelerator.is_main_process:
         files = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
@@ -88,8 +110,26 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict,
         for old in list_checkpoints(output_dir)[:-keep_last] if keep_last > 0 else []:
             if old != keep:  # the newest stable-phase one of a WSD run stays: `hfpipe decay` starts from it
                 shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return final
+
+
+def _disk_full(error: BaseException, root: Path) -> bool:
+    """Whether a save failed for want of space: ENOSPC anywhere in the chain of errors (Python, safetensors'
+    text), or under 1 MiB left on the disk (torch.save says only "iostream error" / "unexpected pos")."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(seen) or "StorageFull" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    try:
+        return shutil.disk_usage(root).free < 2**20
+    except OSError:
+        return False
+
+
+def _folder_bytes(folder: Path | None) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder and folder.is_dir() else 0
 
 
 def in_stable_phase(train, state: dict) -> bool:
