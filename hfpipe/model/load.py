@@ -48,6 +48,39 @@ def check_positions(name_or_path: str | None, max_length: int, key: str = "data.
         )
 
 
+def load_quietly(hfpipe_class, name_or_path: str, **kwargs):
+    """`from_pretrained` without transformers' LOAD REPORT table for what is expected (a fresh task head or
+    pooler, the tied decoder, an MLM head left behind when fine-tuning); one warning line names the rest:
+    encoder weights missing from the checkpoint, or encoder weights the model does not know."""
+    import logging
+
+    def no_table(record: logging.LogRecord) -> bool:  # its WARNING is a multi-line table with escape codes
+        return "LOAD REPORT" not in record.getMessage()
+
+    report = logging.getLogger("transformers.modeling_utils")  # (not its level: at >= WARNING it warns more)
+    report.addFilter(no_table)
+    try:
+        model, info = hfpipe_class.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
+    finally:
+        report.removeFilter(no_table)
+    fresh_head = hfpipe_class.__name__ != "HfpipeForMaskedLM"  # a task head starts from random values
+
+    def expected(key: str) -> bool:
+        return (key.startswith("model.pooler.") or key == "mlm_head.decoder.weight"
+                or (fresh_head and not key.startswith("model.")))
+
+    missing = sorted(k for k in info["missing_keys"] if not expected(k))
+    unknown = sorted(k for k in info["unexpected_keys"] if k.startswith("model."))
+    if missing or unknown:
+        parts = [f"{len(missing)} weight(s) missing from the checkpoint, initialized at random: "
+                 + ", ".join(missing[:4]) + (" ..." if len(missing) > 4 else "")] if missing else []
+        if unknown:
+            parts.append(f"{len(unknown)} weight(s) of the checkpoint not used: " + ", ".join(unknown[:4])
+                         + (" ..." if len(unknown) > 4 else ""))
+        logging.getLogger(__name__).warning("loading %s: %s", name_or_path, "; ".join(parts))
+    return model
+
+
 def load_encoder(name_or_path: str, hfpipe_class, **kwargs):
     """Load an hfpipe folder / Hub id into `hfpipe_class`, converting a BERT checkpoint on the fly.
 
@@ -63,7 +96,7 @@ def load_encoder(name_or_path: str, hfpipe_class, **kwargs):
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelPathError(f"model.name_or_path={name_or_path!r}: no such folder, and not a loadable Hub model ({first})") from e
     if config.model_type == "hfpipe":
-        return hfpipe_class.from_pretrained(name_or_path, **kwargs)
+        return load_quietly(hfpipe_class, name_or_path, **kwargs)
     if config.model_type != "bert":
         raise ModelPathError(f"model.name_or_path={name_or_path!r} is a {config.model_type!r} model; hfpipe loads hfpipe or BERT checkpoints")
     import transformers

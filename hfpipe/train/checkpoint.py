@@ -75,7 +75,8 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict,
         tmp.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
     try:
-        accelerator.save_state(str(tmp), safe_serialization=True)
+        with _quiet_tied_weights(accelerator):
+            accelerator.save_state(str(tmp), safe_serialization=True)
         accelerator.wait_for_everyone()
         _finish_save(accelerator, output_dir, tmp, final, step, state, keep_last, recipe)
     except Exception as e:
@@ -110,6 +111,36 @@ def _finish_save(accelerator, output_dir, tmp: Path, final: Path, step: int, sta
         for old in list_checkpoints(output_dir)[:-keep_last] if keep_last > 0 else []:
             if old != keep:  # the newest stable-phase one of a WSD run stays: `hfpipe decay` starts from it
                 shutil.rmtree(old, ignore_errors=True)
+
+
+class _TiedWeightsFilter(logging.Filter):
+    """Drops accelerate's "Removed shared tensor {...} while saving" when every name is a tied weight the
+    model declares (`_tied_weights_keys`: the MLM decoder is the embedding matrix); keeps any other."""
+
+    def __init__(self, tied: set[str]):
+        super().__init__()
+        self.tied = tied
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        found = re.search(r"Removed shared tensor \{(.*?)\}", record.getMessage())
+        return not (found and {n.strip(" '\"") for n in found.group(1).split(",")} <= self.tied)
+
+
+class _quiet_tied_weights:
+    """`with _quiet_tied_weights(accelerator): accelerator.save_state(...)`: no warning for expected ties."""
+
+    def __init__(self, accelerator):
+        tied = set()
+        for model in getattr(accelerator, "_models", []):
+            keys = getattr(accelerator.unwrap_model(model), "_tied_weights_keys", None) or {}
+            tied |= set(keys)
+        self.logger, self.filter = logging.getLogger("accelerate.utils.other"), _TiedWeightsFilter(tied)
+
+    def __enter__(self):
+        self.logger.addFilter(self.filter)
+
+    def __exit__(self, *exc):
+        self.logger.removeFilter(self.filter)
 
 
 def _disk_full(error: BaseException, root: Path) -> bool:
