@@ -118,3 +118,15 @@ def test_a_recipe_mistake_is_reported_before_torch_is_imported(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}, timeout=120)
     assert done.stdout.split() == ["2", "False"], done.stderr
     assert done.stderr.strip() == "hfpipe pretrain: error: override 'train.lr=abc': train.lr: Input should be a valid number (got 'abc')"
+
+
+def test_a_run_refused_at_setup_leaves_no_folder_behind(tmp_path):
+    out = tmp_path / "new"
+    code = (f"from hfpipe.train.lock import claim_output_dir; claim_output_dir({str(out)!r}); "
+            "raise SystemExit(2)")  # a mistake found after the claim, before anything is written
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+    assert done.returncode == 2 and not out.exists()
+    out.mkdir()
+    (out / "metrics.jsonl").write_text("{}\n")  # a folder that held a run is left as it was
+    subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "metrics.jsonl"]

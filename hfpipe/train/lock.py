@@ -4,11 +4,13 @@
 
 The lock is an `fcntl.flock` on the file, which the kernel drops when the process ends however it
 ends: a crashed or killed run leaves no stuck lock. The file holds the holder's pid and command line,
-so the refusal names the process to wait for or stop.
+so the refusal names the process to wait for or stop. A run that stops before writing anything
+(a mistake found at setup) removes the folder it created, so the output folder is left as it was.
 """
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import os
 import sys
@@ -29,6 +31,7 @@ def claim_output_dir(output_dir: str | Path) -> Path:
     key = str(out.resolve())
     if key in _held:
         return out / LOCK_FILE
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     stream = open(out / LOCK_FILE, "a+")
     try:
@@ -37,6 +40,7 @@ def claim_output_dir(output_dir: str | Path) -> Path:
         stream.seek(0)
         holder = stream.read().strip() or "another process"
         stream.close()
+        _remove_if_untouched(out, created)
         raise RunLockError(
             f"{out} is in use by a running hfpipe ({holder}): wait for it or stop it, or set another output_dir"
         ) from None
@@ -45,7 +49,15 @@ def claim_output_dir(output_dir: str | Path) -> Path:
     stream.write(f"pid {os.getpid()}: {' '.join(sys.argv)}"[:300])
     stream.flush()
     _held[key] = stream
+    atexit.register(_remove_if_untouched, out, created)
     return out / LOCK_FILE
+
+
+def _remove_if_untouched(out: Path, created: bool) -> None:
+    """A run that stopped before writing anything (a mistake found at setup) leaves no folder behind."""
+    if created and out.is_dir() and [p.name for p in out.iterdir()] == [LOCK_FILE]:
+        (out / LOCK_FILE).unlink(missing_ok=True)
+        out.rmdir()
 
 
 def release_output_dir(output_dir: str | Path) -> None:
