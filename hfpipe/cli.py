@@ -204,7 +204,7 @@ def _add_export_parser(sub) -> None:
                    "auto (the folder's own head, from config.json architectures), or that head named: "
                    "masked-lm, sequence-classification, token-classification, question-answering, "
                    "multiple-choice")
-    q.add_argument("--overwrite", action="store_true", help="replace what OUT already holds")
+    q.add_argument("--overwrite", action="store_true", help="write into OUT even when it already holds files (files of the same name are replaced)")
     q.add_argument("--opset", type=int, help="ONNX opset version (default: the torch exporter's)")
     q.set_defaults(fn=cmd_export)
     q = formats.add_parser("sentence-transformers",
@@ -214,7 +214,7 @@ def _add_export_parser(sub) -> None:
     q.add_argument("--pooling", choices=["mean", "cls"], default="mean",
                    help="mean over the attention mask (default) or the first ([CLS]) token")
     q.add_argument("--normalize", action="store_true", help="add a Normalize module (unit-length embeddings)")
-    q.add_argument("--overwrite", action="store_true", help="replace what OUT already holds")
+    q.add_argument("--overwrite", action="store_true", help="write into OUT even when it already holds files (files of the same name are replaced)")
     q.set_defaults(fn=cmd_export)
 
 
