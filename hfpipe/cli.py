@@ -47,17 +47,48 @@ def _load(name_or_path: str, overrides: list[str], kind: str | None = None):
 
 
 def cmd_pretrain(args) -> int:
+    recipe = _load(args.recipe, args.overrides, "pretrain")  # recipe mistakes in well under a second:
+    check_output_dir(recipe.output_dir)  # before torch and the model code are imported
+    from .model.load import check_model_path, check_positions
+
+    check_model_path(recipe.model.name_or_path)
+    check_positions(recipe.model.name_or_path, recipe.data.block_size, "data.block_size")
+    claim_run(recipe.output_dir)
     from .train.pretrain import pretrain
 
-    pretrain(_load(args.recipe, args.overrides, "pretrain"))
+    pretrain(recipe)
     return 0
 
 
 def cmd_finetune(args) -> int:
+    recipe = _load(args.recipe, args.overrides, "finetune")
+    check_output_dir(recipe.output_dir)
+    from .model.load import check_model_path, check_positions
+
+    check_model_path(recipe.model.name_or_path)
+    check_positions(recipe.model.name_or_path, recipe.data.max_length)  # before any text is tokenized
+    claim_run(recipe.output_dir)
     from .train.finetune import finetune
 
-    finetune(_load(args.recipe, args.overrides, "finetune"))
+    finetune(recipe)
     return 0
+
+
+def claim_run(output_dir: str) -> None:
+    """One run per output_dir: the launching process (rank 0 of each machine) locks it until it exits."""
+    if os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")) == "0":
+        from .train.lock import claim_output_dir
+
+        claim_output_dir(output_dir)
+
+
+def check_output_dir(output_dir: str) -> None:
+    """A run's output_dir must be a folder (or not exist yet): a file there is refused before any import."""
+    from .config.recipe import RecipeError
+
+    path = Path(output_dir)
+    if path.exists() and not path.is_dir():
+        raise RecipeError(f"output_dir={output_dir!r} is a file, not a folder: set output_dir to a folder")
 
 
 def cmd_validate(args) -> int:
@@ -103,6 +134,11 @@ def cmd_convert(args) -> int:
 
 
 def cmd_export(args) -> int:
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+        from .hub.export_source import ExportError
+
+        raise ExportError(f"{out} already holds files: choose an empty or new OUT folder, or add --overwrite")
     if args.format == "onnx":
         from .hub.onnx_export import export_onnx
 
@@ -168,6 +204,7 @@ def _add_export_parser(sub) -> None:
                    "auto (the folder's own head, from config.json architectures), or that head named: "
                    "masked-lm, sequence-classification, token-classification, question-answering, "
                    "multiple-choice")
+    q.add_argument("--overwrite", action="store_true", help="write into OUT even when it already holds files (files of the same name are replaced)")
     q.add_argument("--opset", type=int, help="ONNX opset version (default: the torch exporter's)")
     q.set_defaults(fn=cmd_export)
     q = formats.add_parser("sentence-transformers",
@@ -177,6 +214,7 @@ def _add_export_parser(sub) -> None:
     q.add_argument("--pooling", choices=["mean", "cls"], default="mean",
                    help="mean over the attention mask (default) or the first ([CLS]) token")
     q.add_argument("--normalize", action="store_true", help="add a Normalize module (unit-length embeddings)")
+    q.add_argument("--overwrite", action="store_true", help="write into OUT even when it already holds files (files of the same name are replaced)")
     q.set_defaults(fn=cmd_export)
 
 
@@ -312,27 +350,41 @@ def main(argv: list[str] | None = None) -> int:
     run = getattr(args, "fn", None) or args.func
     try:
         return run(args)
-    except _user_errors() as err:  # a message that says what to fix, not a traceback
-        print(f"hfpipe {args.command}: error: {err}", file=sys.stderr)
+    except Exception as err:
+        if not isinstance(err, _user_errors()):
+            raise
+        # a message that says what to fix, on one line, not a traceback
+        from .config.recipe import RecipeError  # (its own format: one line per problem of the recipe)
+
+        text = str(err) if isinstance(err, RecipeError) else " ".join(str(err).split())
+        print(f"hfpipe {args.command}: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # the loops save a checkpoint first and say so
         print(f"hfpipe {args.command}: interrupted", file=sys.stderr)
         return 130
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors caused by input the user can fix (recipes, files, data, checkpoints, the Hub)."""
-    from .config.recipe import RecipeError
-    from .data.sources import DataSourceError
-    from .data.tokenizer import MissingMaskTokenError
-    from .hub.export_source import ExportError
-    from .hub.push import HubError, ModelFolderError
-    from .model.convert import ConversionError
-    from .tasks.files import TaskDataError
-    from .train.step import TrainingError
+USER_ERRORS = {
+    "hfpipe.config.recipe": ["RecipeError"],
+    "hfpipe.data.sources": ["DataSourceError"],
+    "hfpipe.data.tokenizer": ["MissingMaskTokenError"],
+    "hfpipe.hub.export_source": ["ExportError"],
+    "hfpipe.hub.push": ["HubError", "ModelFolderError"],
+    "hfpipe.model.convert": ["ConversionError"],
+    "hfpipe.model.load": ["ModelPathError"],
+    "hfpipe.tasks.files": ["TaskDataError"],
+    "hfpipe.train.step": ["TrainingError"],
+    "hfpipe.train.lock": ["RunLockError"],
+}
+"""Errors caused by input the user can fix (recipes, files, data, checkpoints, the Hub), by module."""
 
-    return (RecipeError, FileNotFoundError, DataSourceError, TaskDataError, ConversionError, HubError,
-            ModelFolderError, MissingMaskTokenError, TrainingError, ExportError)
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The classes of USER_ERRORS whose module is imported (an error of a module never imported cannot have
+    been raised), so that reporting a recipe mistake does not import torch first."""
+    found = [getattr(sys.modules[module], name) for module, names in USER_ERRORS.items()
+             if module in sys.modules for name in names]
+    return (FileNotFoundError, NotADirectoryError, *found)
 
 
 if __name__ == "__main__":

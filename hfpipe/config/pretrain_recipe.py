@@ -250,3 +250,10 @@ class PretrainRecipe:
     def validate(self) -> None:
         check(bool(self.output_dir.strip()), "output_dir", "must not be empty")
         check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+        if self.model.name_or_path is None:  # a fresh model: its position table is the preset's (+ overrides)
+            from ..model.configuration_hfpipe import HfpipeConfig
+
+            positions = HfpipeConfig.from_preset(self.model.preset, **self.model.config_overrides).max_position_embeddings
+            check(self.data.block_size <= positions, "data.block_size",
+                  f"{self.data.block_size} is above the {self.model.preset} preset's {positions} positions: set "
+                  f"data.block_size<={positions}, or model.config_overrides.max_position_embeddings={self.data.block_size}")

@@ -9,9 +9,11 @@ A checkpoint is a folder `output_dir/checkpoints/step-00000100/` holding
 All of it is written into `step-00000100.tmp/` and renamed in one step once COMPLETE is in it, so a
 kill or an error during a save leaves a `*.tmp` folder that `list_checkpoints` ignores and the next
 save removes. Before a resume `verify_checkpoint` reads the manifest and the safetensors headers: a
-damaged newest checkpoint is skipped, with a warning, for the newest one that is whole.
+damaged newest checkpoint is skipped, with a warning, for the newest one that is whole. `train.keep_last` keeps the newest N, and also,
+in a WSD run, the newest checkpoint of the stable phase (the one `hfpipe decay` needs).
 """
 
+import errno
 import json
 import logging
 import re
@@ -72,8 +74,30 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict,
         remove_incomplete(output_dir)  # leftovers of a save that was killed or failed
         tmp.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)
+    try:
+        with _quiet_tied_weights(accelerator):
+            accelerator.save_state(str(tmp), safe_serialization=True)
+        accelerator.wait_for_everyone()
+        _finish_save(accelerator, output_dir, tmp, final, step, state, keep_last, recipe)
+    except Exception as e:
+        if not _disk_full(e, root):
+            raise
+        written = _folder_bytes(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)  # no *.tmp left behind; the older checkpoints are untouched
+        previous = latest_checkpoint(output_dir)
+        needed = max(_folder_bytes(previous) if previous else 0, written)
+        free = shutil.disk_usage(root).free
+        raise CheckpointError(
+            f"the disk holding {root} is full: saving step-{step:08d} needs about {needed / 1e6:.1f} MB and "
+            f"{free / 1e6:.1f} MB are free; free some space (or lower train.keep_last) and run the same command "
+            f"again to resume from {previous.name if previous else 'the start'}"
+        ) from None
     accelerator.wait_for_everyone()
+    return final
+
+
+def _finish_save(accelerator, output_dir, tmp: Path, final: Path, step: int, state: dict, keep_last: int, recipe):
+    """The main process's part of a save: state, recipe and COMPLETE manifest, the rename, keep_last."""
     if accelerator.is_main_process:
         files = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
@@ -83,10 +107,87 @@ def save_checkpoint(accelerator, output_dir: str | Path, step: int, state: dict,
         if final.exists():  # e.g. the final step coincides with a periodic save after a resume
             shutil.rmtree(final)
         tmp.rename(final)  # the checkpoint appears whole, or not at all
+        keep = newest_stable_phase(output_dir, recipe.train) if recipe is not None else None
         for old in list_checkpoints(output_dir)[:-keep_last] if keep_last > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return final
+            if old != keep:  # the newest stable-phase one of a WSD run stays: `hfpipe decay` starts from it
+                shutil.rmtree(old, ignore_errors=True)
+
+
+class _TiedWeightsFilter(logging.Filter):
+    """Drops accelerate's "Removed shared tensor {...} while saving" when every name is a tied weight the
+    model declares (`_tied_weights_keys`: the MLM decoder is the embedding matrix); keeps any other."""
+
+    def __init__(self, tied: set[str]):
+        super().__init__()
+        self.tied = tied
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        found = re.search(r"Removed shared tensor \{(.*?)\}", record.getMessage())
+        return not (found and {n.strip(" '\"") for n in found.group(1).split(",")} <= self.tied)
+
+
+class _quiet_tied_weights:
+    """`with _quiet_tied_weights(accelerator): accelerator.save_state(...)`: no warning for expected ties."""
+
+    def __init__(self, accelerator):
+        tied = set()
+        for model in getattr(accelerator, "_models", []):
+            keys = getattr(accelerator.unwrap_model(model), "_tied_weights_keys", None) or {}
+            tied |= set(keys)
+        self.logger, self.filter = logging.getLogger("accelerate.utils.other"), _TiedWeightsFilter(tied)
+
+    def __enter__(self):
+        self.logger.addFilter(self.filter)
+
+    def __exit__(self, *exc):
+        self.logger.removeFilter(self.filter)
+
+
+def _disk_full(error: BaseException, root: Path) -> bool:
+    """Whether a save failed for want of space: ENOSPC anywhere in the chain of errors (Python, safetensors'
+    text), or under 1 MiB left on the disk (torch.save says only "iostream error" / "unexpected pos")."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(seen) or "StorageFull" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    try:
+        return shutil.disk_usage(root).free < 2**20
+    except OSError:
+        return False
+
+
+def _folder_bytes(folder: Path | None) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder and folder.is_dir() else 0
+
+
+def in_stable_phase(train, state: dict) -> bool:
+    """Whether a checkpoint with this trainer state was saved in the stable phase of a WSD run (`train`):
+    past the warmup (lr at its peak) and before the decay began."""
+    from .budget import Budget
+
+    if train.schedule != "wsd":
+        return False
+    budget = Budget(train)
+    step, tokens, elapsed = state["step"], state.get("tokens", 0), state.get("elapsed", 0.0)
+    return (budget.progress(step, tokens, elapsed) <= 1.0 - train.decay_fraction + 1e-9
+            and budget.lr(step, tokens, elapsed) >= train.lr * (1 - 1e-6))
+
+
+def newest_stable_phase(output_dir: str | Path, train) -> Path | None:
+    """The newest complete checkpoint of the stable phase of a WSD run, which keep_last never deletes."""
+    if train.schedule != "wsd":
+        return None
+    for path in reversed(list_checkpoints(output_dir)):
+        try:
+            state = json.loads((path / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if in_stable_phase(train, state):
+            return path
+    return None
 
 
 def remove_incomplete(output_dir: str | Path) -> list[Path]:

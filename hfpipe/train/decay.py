@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..config import PretrainRecipe, load_recipe
 from .budget import Budget
-from .checkpoint import RECIPE_FILE, STATE_FILE, list_checkpoints, resolve_resume
+from .checkpoint import RECIPE_FILE, STATE_FILE, in_stable_phase, list_checkpoints, resolve_resume
 from .logs import read_metrics
 from .schedule import lr_factor
 from .step import TrainingError
@@ -134,14 +134,29 @@ def check_stable_phase(checkpoint: Path, run_dir: Path) -> None:
         raise TrainingError(
             f"{checkpoint.name} (step {step}) is already in the decay phase: the run's decay began at step "
             f"{began} ({start:.0%} of its budget; train.decay_fraction={train.decay_fraction}). Choose a checkpoint "
-            f"saved before step {began} with --checkpoint (complete ones: "
-            f"{', '.join(p.name for p in list_checkpoints(run_dir)) or 'none'})"
+            f"saved before step {began} with --checkpoint ({usable_hint(run_dir)})"
         )
     if budget.lr(step, tokens, elapsed) < train.lr * (1 - 1e-6):
         raise TrainingError(
             f"{checkpoint.name} (step {step}) is still in the warmup (lr {budget.lr(step, tokens, elapsed):.3g} of "
-            f"{train.lr:g}): choose a checkpoint of the stable phase with --checkpoint"
+            f"{train.lr:g}): choose a checkpoint of the stable phase with --checkpoint ({usable_hint(run_dir)})"
         )
+
+
+def usable_hint(run_dir: Path) -> str:
+    """The checkpoints of RUN_DIR that `decay` can start from, named for an error message."""
+    usable = []
+    for path in list_checkpoints(run_dir):
+        try:
+            train = original_recipe(run_dir, path).train
+            if in_stable_phase(train, json.loads((path / STATE_FILE).read_text())):
+                usable.append(path.name)
+        except (OSError, ValueError, TrainingError):
+            continue
+    if usable:
+        return "stable-phase ones: " + ", ".join(usable)
+    return ("none of its checkpoints is of the stable phase: save more often (train.save_every_steps) or rerun; "
+            "since this change train.keep_last keeps the newest stable-phase checkpoint of a WSD run")
 
 
 def decay_start_step(budget: Budget, start: float, run_dir: Path, checkpoint_step: int) -> int:

@@ -139,3 +139,21 @@ def test_decay_cli_reports_bad_input_in_one_line(wsd_run, tmp_path, capsys):
     assert err.startswith("hfpipe decay: error: step-00000008 (step 8) is already in the decay phase")
     assert main(["decay", str(tmp_path / "nothing"), "--minutes", "1"]) == 2
     assert "has no complete checkpoint" in capsys.readouterr().err
+
+
+def test_keep_last_keeps_the_newest_stable_checkpoint_and_the_hint_names_only_usable_ones(tmp_path, capsys):
+    """keep_last=1 would delete every stable-phase checkpoint of an 8-step run (decay from step 5); the
+    newest stable one (step 4) stays, decay starts from it, and the refusal names only what it can use."""
+    from hfpipe.cli import main
+    from hfpipe.train.decay import pick_checkpoint
+    from hfpipe.train.pretrain import pretrain
+
+    recipe = run_recipe(tmp_path, "run", schedule="wsd", warmup_fraction=0.25, decay_fraction=0.5, keep_last=1)
+    pretrain(recipe)
+    capsys.readouterr()  # the run's progress bars
+    run = Path(recipe.output_dir)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000004", "step-00000008"]
+    assert pick_checkpoint(run, None).name == "step-00000004"
+    assert main(["decay", str(run), "--steps", "1", "--checkpoint", "8", "--out", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.endswith("with --checkpoint (stable-phase ones: step-00000004)")

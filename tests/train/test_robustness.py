@@ -303,17 +303,15 @@ def test_a_save_that_fails_midway_leaves_nothing_complete_and_is_cleaned_up(tmp_
     root = tmp_path / "checkpoints"
     ckpt.save_checkpoint(accelerator, tmp_path, 1, {"step": 1}, keep_last=3)
     monkeypatch.setattr(accelerator, "save_state", save_then_fail)
-    with pytest.raises(OSError, match="No space left"):
-        ckpt.save_checkpoint(accelerator, tmp_path, 2, {"step": 2}, keep_last=3)
+    with pytest.raises(CheckpointError, match=rf"the disk holding {root} is full: saving step-00000002 needs about"):
+        ckpt.save_checkpoint(accelerator, tmp_path, 2, {"step": 2}, keep_last=3)  # (a real full disk: below)
     monkeypatch.undo()
-    assert sorted(p.name for p in root.iterdir()) == ["step-00000001", "step-00000002.tmp"]
-    assert (root / "step-00000002.tmp/model.safetensors").is_file()  # half written, but not marked complete
-    assert [p.parent.name for p in root.glob("*/COMPLETE")] == ["step-00000001"]
+    assert sorted(p.name for p in root.iterdir()) == ["step-00000001"]  # the half-written save is removed
     assert ckpt.latest_checkpoint(tmp_path) == ckpt.resolve_resume("auto", tmp_path) == root / "step-00000001"
 
     with pytest.raises(TypeError, match="not JSON serializable"):  # the trainer state cannot be written
         ckpt.save_checkpoint(accelerator, tmp_path, 3, {"step": object()}, keep_last=3)
-    assert sorted(p.name for p in root.iterdir()) == ["step-00000001", "step-00000003.tmp"]  # 2's leftovers gone
+    assert sorted(p.name for p in root.iterdir()) == ["step-00000001", "step-00000003.tmp"]  # not a full disk: kept
     assert [p.parent.name for p in root.glob("*/COMPLETE")] == ["step-00000001"]
     assert ckpt.latest_checkpoint(tmp_path) == root / "step-00000001"
 
@@ -321,6 +319,46 @@ def test_a_save_that_fails_midway_leaves_nothing_complete_and_is_cleaned_up(tmp_
     ckpt.save_checkpoint(accelerator, tmp_path, 4, {"step": 4}, keep_last=3)
     assert sorted(p.name for p in root.iterdir()) == ["step-00000001", "step-00000004"]
     assert ckpt.verify_checkpoint(root / "step-00000004") is None
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 2 MB filesystem (tmpfs; mounting needs root), unmounted afterwards; skipped where not allowed."""
+    import subprocess
+
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root); the monkeypatched ENOSPC test above covers the logic")
+    yield folder
+    subprocess.run(["umount", "--lazy", str(folder)], check=True)  # lazy: torch may still map a file there
+
+
+def test_a_disk_that_fills_during_a_save_is_one_line_and_the_last_checkpoint_resumes(small_disk):
+    from accelerate import Accelerator
+
+    accelerator = Accelerator()
+    model = torch.nn.Linear(256, 256)  # 257 KiB of weights, 2x that of AdamW state: ~0.8 MB a checkpoint
+    optimizer = torch.optim.AdamW(model.parameters())
+    model, optimizer = accelerator.prepare(model, optimizer)
+    model(torch.ones(1, 256)).sum().backward()
+    optimizer.step()
+    first = ckpt.save_checkpoint(accelerator, small_disk, 1, {"step": 1}, keep_last=3)
+    (small_disk / "filler").write_bytes(b"x" * (shutil.disk_usage(small_disk).free - 300_000))
+    with pytest.raises(CheckpointError) as raised:
+        ckpt.save_checkpoint(accelerator, small_disk, 2, {"step": 2}, keep_last=3)
+    message = str(raised.value)
+    assert "\n" not in message and re.fullmatch(
+        rf"the disk holding {small_disk / 'checkpoints'} is full: saving step-00000002 needs about 0\.8 MB and "
+        r"0\.\d MB are free; free some space \(or lower train.keep_last\) and run the same command again to "
+        r"resume from step-00000001", message), message
+    assert sorted(p.name for p in (small_disk / "checkpoints").iterdir()) == ["step-00000001"]  # no *.tmp
+    assert ckpt.resolve_resume("auto", small_disk) == first and ckpt.verify_checkpoint(first) is None
+    weights = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.zero_()
+    assert ckpt.load_checkpoint(accelerator, first) == {"step": 1}
+    assert torch.equal(model.weight, weights)
 
 
 # ----------------------------------------------------------------------------------------------
