@@ -163,6 +163,7 @@ def setup(recipe, model_factory) -> Run:
     if resume_from is not None:
         saved = load_checkpoint(accelerator, resume_from)
         state, best, history, bad_evals = LoopState.from_dict(saved), saved["best"], saved["history"], saved["bad_evals"]
+        accelerator.print(f"resumed from {resume_from} at step {state.step}")
     log = MetricsLog(out_dir / "metrics.jsonl", accelerator.is_main_process, state.step if resume_from else None)
     return Run(recipe, accelerator, spec, tokenizer, raw, features, model, optimizer, Budget(train, total_steps=max_steps),
                steps_per_epoch, log, state, best, history, bad_evals,

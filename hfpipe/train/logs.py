@@ -3,6 +3,7 @@ the loss plot."""
 
 import importlib.util
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -200,9 +201,9 @@ def cpu_matmul_peak(dtype: torch.dtype, cache: Path | None = None, size: int = 1
     """The best of a few timed `size`x`size` matmuls in `dtype` on this CPU with the run's threads, in FLOP/s.
 
     Measured once per (CPU model, thread count, dtype) and cached in ~/.cache/hfpipe/peak.json
-    (a fraction of a second); tracking.peak_tflops overrides it. A probe on a shared, loaded machine
+    ($XDG_CACHE_HOME if set; a fraction of a second); tracking.peak_tflops overrides it. A probe on a shared, loaded machine
     measures what the run can get, which is what mfu should be relative to."""
-    cache = cache or Path.home() / ".cache" / "hfpipe" / "peak.json"
+    cache = cache or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hfpipe" / "peak.json"
     key = f"{_cpu_model()}|threads={torch.get_num_threads()}|{str(dtype).removeprefix('torch.')}|{size}"
     try:
         saved = json.loads(cache.read_text())
