@@ -294,7 +294,8 @@ def finish(run: Run) -> dict:
     state_dict = full_state_dict(accelerator, run.model)  # collective: gathered from FSDP/ZeRO shards
     if accelerator.is_main_process:
         final_dir = out_dir / "final"
-        export_final(accelerator.unwrap_model(run.model), run.tokenizer, final_dir, recipe, results,
+        card_facts = {**results["run"], **{k: v for k, v in results.items() if k != "run"}}  # metrics win
+        export_final(accelerator.unwrap_model(run.model), run.tokenizer, final_dir, recipe, card_facts,
                      state_dict=state_dict)
         (out_dir / "results.json").write_text(json.dumps(results, indent=2))
         if recipe.tracking.plot:
