@@ -87,7 +87,7 @@ def figures(name: str, processes: int, out: Path) -> dict:
         "data_wait": statistics.mean(r["data_wait"] for r in steady),
         "peak_memory_gb": max(r.get("peak_memory_gb", 0.0) for r in train),
         "losses": {r["step"]: r["loss"] for r in train},
-        "precision": json.loads((out / "results.json").read_text())["precision"],
+        "precision": json.loads((out / "results.json").read_text())["run"]["precision"],
     }
 
 

@@ -15,7 +15,6 @@ exactly once.
 
 import json
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,12 +41,13 @@ from ..model.modeling_hfpipe import (
 )
 from ..tasks import compute_task_metrics, get_task, load_task_data, main_metric_value, preprocess
 from .budget import Budget, budget_spent
-from .checkpoint import checkpoint_dir, find_resume, load_checkpoint, save_checkpoint
+from .checkpoint import find_resume, load_checkpoint, save_checkpoint
 from .distributed import describe, equal_share, full_state_dict, make_accelerator
-from .logs import BudgetBar, MetricsLog, Throughput, flat_config, plot_curves, require_trackers
+from .logs import MetricsLog, flat_config, mlm_flops_per_token, peak_flops, plot_curves, require_trackers
+from .loop import LoopGlue, done_line
 from .lora import add_lora, count_parameters, require_peft
-from .optim import build_optimizer, set_lr
-from .step import LoopState, train_step
+from .optim import build_optimizer
+from .step import LoopState
 
 HEADS = {
     "sequence_classification": HfpipeForSequenceClassification,
@@ -78,6 +78,7 @@ class Run:
     bad_evals: int = 0  # evaluations since the best one
     last_loss: float = math.nan
     parameters: dict = field(default_factory=dict)  # {"trainable_parameters", "total_parameters"}
+    glue: LoopGlue | None = None  # fit's loop glue (train/loop.py)
 
     @property
     def out_dir(self) -> Path:
@@ -162,6 +163,7 @@ def setup(recipe, model_factory) -> Run:
     if resume_from is not None:
         saved = load_checkpoint(accelerator, resume_from)
         state, best, history, bad_evals = LoopState.from_dict(saved), saved["best"], saved["history"], saved["bad_evals"]
+        accelerator.print(f"resumed from {resume_from} at step {state.step}")
     log = MetricsLog(out_dir / "metrics.jsonl", accelerator.is_main_process, state.step if resume_from else None)
     return Run(recipe, accelerator, spec, tokenizer, raw, features, model, optimizer, Budget(train, total_steps=max_steps),
                steps_per_epoch, log, state, best, history, bad_evals,
@@ -186,50 +188,49 @@ def _lengths(train_set) -> list[int]:
 
 
 def fit(run: Run) -> None:
-    """Train until the budget is spent or early stopping: lr -> batches -> step -> log / evaluate / save."""
+    """Train until the budget is spent or early stopping: lr -> batches -> step -> log / evaluate / save
+    (train/loop.py, the glue pretraining shares). Ctrl-C saves a checkpoint first; the same command resumes."""
     train, accelerator, state, train_set = run.recipe.train, run.accelerator, run.state, run.features["train"]
     world, rank, accum = accelerator.num_processes, accelerator.process_index, train.gradient_accumulation_steps
     global_batch, lengths = train.batch_size * world * accum, _lengths(train_set)
     eval_every = train.eval_every_steps or run.steps_per_epoch  # default: every epoch
-    progress = BudgetBar(run.budget, state, desc=f"finetune {run.spec.name}", enabled=accelerator.is_main_process)
-    throughput, window, cached_epoch, batches = Throughput(state.tokens), [], -1, []
-    run.model.train()
-    start_time = time.perf_counter() - state.elapsed  # a resumed run continues its clock
-    done = budget_spent(run.budget, state, accelerator)
-    while not done:
-        epoch = state.step // run.steps_per_epoch
-        if epoch != cached_epoch:
-            batches = epoch_batches(lengths, global_batch, run.recipe.seed, epoch, train.group_by_length, world * accum)
-            cached_epoch = epoch
-        set_lr(run.optimizer, run.budget.lr(state.step, state.tokens, state.elapsed))
-        micro_batches = [pad_batch([train_set[i] for i in idx], run.tokenizer)
-                         for idx in micro_slices(batches[state.step % len(batches)], world, rank, accum)]
-        result = train_step(run.model, run.optimizer, accelerator, micro_batches, state,
-                            max_grad_norm=train.max_grad_norm, on_nan=train.on_nan,
-                            checkpoints=checkpoint_dir(run.out_dir))
-        state.elapsed = time.perf_counter() - start_time
-        run.last_loss = result.loss
-        if not result.skipped:
-            window.append(result.loss)
-        progress.update(state)
+    epochs = {}  # the epoch's global batches, by epoch (only the current one is kept)
 
-        if state.step % train.log_every_steps == 0 and window:
-            record = {"step": state.step, "loss": sum(window) / len(window), "lr": run.optimizer.param_groups[0]["lr"],
-                      "tokens_per_sec": throughput.update(state.tokens),
-                      "epoch": round(state.step / run.steps_per_epoch, 3)}
-            run.log.write(record)
-            accelerator.log(record, step=state.step)
-            progress.set_postfix(loss=f"{record['loss']:.4f}")
-            window = []
+    def next_batches() -> list[dict]:
+        """This process's micro-batches of the global batch of step state.step."""
+        epoch = state.step // run.steps_per_epoch
+        if epoch not in epochs:
+            epochs.clear()
+            epochs[epoch] = epoch_batches(lengths, global_batch, run.recipe.seed, epoch, train.group_by_length,
+                                          world * accum)
+        batches = epochs[epoch]
+        return [pad_batch([train_set[i] for i in idx], run.tokenizer)
+                for idx in micro_slices(batches[state.step % len(batches)], world, rank, accum)]
+
+    def save() -> Path:
+        return save_checkpoint(accelerator, run.out_dir, state.step, run.checkpoint_state(), train.keep_last,
+                               recipe=run.recipe)
+
+    config = accelerator.unwrap_model(run.model).config
+    mean_length = round(sum(lengths) / max(len(lengths), 1))
+    run.glue = LoopGlue(accelerator, state, run.budget, run.log, desc=f"finetune {run.spec.name}", train=train,
+                        out_dir=run.out_dir, save_checkpoint=save, epoch=lambda: state.step / run.steps_per_epoch,
+                        flops_per_token=mlm_flops_per_token(config, mean_length, 0.0),  # the encoder's; heads are small
+                        peak=peak_flops(accelerator.device, run.recipe.tracking.peak_tflops, accelerator.mixed_precision))
+    run.model.train()
+    with run.glue as glue:
         done = budget_spent(run.budget, state, accelerator)
-        if (state.step % eval_every == 0 or done) and evaluate_and_keep_best(run):
-            break  # early stopping
-        if train.save_every_steps and state.step % train.save_every_steps == 0:
-            saved = save_checkpoint(accelerator, run.out_dir, state.step, run.checkpoint_state(), train.keep_last,
-                                    recipe=run.recipe)
-            if run.recipe.hub.push_checkpoints and accelerator.is_main_process:
-                push_checkpoint_to_hub(accelerator.unwrap_model(run.model), run.tokenizer, saved, run.recipe)
-    progress.close()
+        while not done:
+            glue.step(run.model, run.optimizer, next_batches)
+            run.last_loss = glue.last_loss
+            done = budget_spent(run.budget, state, accelerator)
+            if (state.step % eval_every == 0 or done) and evaluate_and_keep_best(run):
+                break  # early stopping
+            if train.save_every_steps and state.step % train.save_every_steps == 0:
+                saved = save()
+                if run.recipe.hub.push_checkpoints and accelerator.is_main_process:
+                    push_checkpoint_to_hub(accelerator.unwrap_model(run.model), run.tokenizer, saved, run.recipe)
+            glue.check_interrupt()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -321,9 +322,13 @@ def predict(model, accelerator, dataset, tokenizer, batch_size: int, kind: str) 
 
 def finish(run: Run) -> dict:
     recipe, accelerator, best, out_dir = run.recipe, run.accelerator, run.best, run.out_dir
+    # Metrics at the top level, how the run was executed under "run": CoNLL's entity "precision" and the
+    # run's precision (bf16) used to collide here.
     results = {"task": run.spec.name, "main_metric": run.spec.main_metric, "best_step": best["step"],
                **best["metrics"], "final_train_loss": run.last_loss, "steps": run.state.step,
-               **run.parameters, **describe(accelerator), "history": run.history}
+               "tokens": run.state.tokens, "train_seconds": round(run.state.elapsed, 2),
+               **(run.glue.speed() if run.glue else {}), **run.parameters, "run": describe(accelerator),
+               "history": run.history}
     if accelerator.is_main_process:
         if recipe.peft.method == "lora":  # best/ holds the best adapter; the run's model is merged in place
             export_best_adapter(accelerator.unwrap_model(run.model), run.tokenizer, out_dir / "best",
@@ -333,6 +338,8 @@ def finish(run: Run) -> dict:
         (out_dir / "results.json").write_text(json.dumps(results, indent=2))
         if recipe.tracking.plot:
             plot_curves(out_dir / "metrics.jsonl", out_dir / "loss_curve.png", f"fine-tuning: {run.spec.name}")
+        done_line(accelerator, f"best {run.spec.main_metric} {best['value']:.4f} at step {best['step']}",
+                  out_dir / "final")
         if recipe.hub.push_to_hub:
             push_final(out_dir / "final", recipe)
     accelerator.wait_for_everyone()

@@ -3,9 +3,11 @@ the loss plot."""
 
 import importlib.util
 import json
+import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -132,18 +134,21 @@ class Throughput:
 
 class DataWait:
     """How long the loop waits for its next batch: `data_wait`, the fraction of each logging window
-    spent in `next(batches)`. Above 10% the input pipeline, not the model, sets the pace: warn once
-    (not for the first window, which includes starting the DataLoader workers)."""
+    spent getting batches (`timed(fetch)`). Above 10% the input pipeline, not the model, sets the pace:
+    warn once (not for the first window, which includes starting the DataLoader workers)."""
 
     WARN_ABOVE = 0.10
 
-    def __init__(self, batches: Iterator, warn: Callable[[str], None]):
-        self.batches, self.warn, self.warned = batches, warn, False
+    def __init__(self, warn: Callable[[str], None]):
+        self.warn, self.warned = warn, False
+        self.reset()
+
+    def reset(self) -> None:
         self.waited, self.window_start, self.windows = 0.0, time.perf_counter(), 0
 
-    def next(self):
+    def timed(self, fetch: Callable[[], Any]) -> Any:
         start = time.perf_counter()
-        item = next(self.batches)
+        item = fetch()
         self.waited += time.perf_counter() - start
         return item
 
@@ -163,7 +168,10 @@ class DataWait:
 _PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "A10G": 125.0, "L4": 121.0, "4090": 165.0, "V100": 125.0}
 
 
-def peak_flops(device: torch.device, override_tflops: float | None) -> float | None:
+def peak_flops(device: torch.device, override_tflops: float | None, precision: str = "no",
+               cache: Path | None = None) -> float | None:
+    """The FLOP/s that model-FLOPs utilization (`mfu`) divides by: tracking.peak_tflops when set; a GPU's
+    datasheet peak; on CPU a matmul probe of this machine at the run's precision (cpu_matmul_peak)."""
     if override_tflops:
         return override_tflops * 1e12
     if device.type == "cuda":
@@ -171,7 +179,54 @@ def peak_flops(device: torch.device, override_tflops: float | None) -> float | N
         for key, tflops in _PEAK_TFLOPS.items():
             if key in name:
                 return tflops * 1e12
+        return None
+    if device.type == "cpu":
+        return cpu_matmul_peak(torch.bfloat16 if precision == "bf16" else torch.float32, cache)
     return None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def cpu_matmul_peak(dtype: torch.dtype, cache: Path | None = None, size: int = 1024, seconds: float = 0.3) -> float:
+    """The best of a few timed `size`x`size` matmuls in `dtype` on this CPU with the run's threads, in FLOP/s.
+
+    Measured once per (CPU model, thread count, dtype) and cached in ~/.cache/hfpipe/peak.json
+    ($XDG_CACHE_HOME if set; a fraction of a second); tracking.peak_tflops overrides it. A probe on a shared, loaded machine
+    measures what the run can get, which is what mfu should be relative to."""
+    cache = cache or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hfpipe" / "peak.json"
+    key = f"{_cpu_model()}|threads={torch.get_num_threads()}|{str(dtype).removeprefix('torch.')}|{size}"
+    try:
+        saved = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        saved = {}
+    if isinstance(saved.get(key), (int, float)) and saved[key] > 0:
+        return float(saved[key])
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    torch.mm(a, b)  # warm-up: kernel selection, page faults
+    best, deadline = float("inf"), time.perf_counter() + seconds
+    for _ in range(50):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+        if time.perf_counter() > deadline:
+            break
+    peak = 2 * size**3 / best
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({**saved, key: peak}, indent=1))
+    except OSError:
+        pass  # a read-only home: probe again next run
+    return peak
 
 
 def mlm_flops_per_token(config: HfpipeConfig, seq_len: int, mask_ratio: float) -> float:
@@ -181,8 +236,9 @@ def mlm_flops_per_token(config: HfpipeConfig, seq_len: int, mask_ratio: float) -
     head (dense + decoder) runs only on the masked fraction (sparse prediction)."""
     C, L, inter = config.hidden_size, config.num_hidden_layers, config.intermediate_size
     up = 2 * inter if config.hidden_act in ("geglu", "swiglu") else inter
-    layer_params = 4 * C * C + C * up + inter * C if config.token_mixer == "attention" else C * up + inter * C
-    attention = 12 * L * C * seq_len if config.token_mixer == "attention" else 0
+    attends = getattr(config, "token_mixer", "attention") == "attention"  # transformers' BertConfig has none
+    layer_params = 4 * C * C + C * up + inter * C if attends else C * up + inter * C
+    attention = 12 * L * C * seq_len if attends else 0
     head = 6 * (C * C + C * config.vocab_size) * mask_ratio
     return 6 * L * layer_params + attention + head
 

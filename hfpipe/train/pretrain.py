@@ -17,8 +17,6 @@ What makes the numbers trustworthy:
 
 import json
 import math
-import signal
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,21 +43,12 @@ from ..model.configuration_hfpipe import PRESETS, HfpipeConfig
 from ..model.load import load_encoder
 from ..model.modeling_hfpipe import HfpipeForMaskedLM
 from .budget import Budget, budget_spent
-from .checkpoint import checkpoint_dir, find_resume, load_checkpoint, save_checkpoint
+from .checkpoint import find_resume, load_checkpoint, save_checkpoint
 from .distributed import describe, full_state_dict, make_accelerator
-from .logs import (
-    BudgetBar,
-    DataWait,
-    MetricsLog,
-    Throughput,
-    flat_config,
-    mlm_flops_per_token,
-    peak_flops,
-    plot_curves,
-    require_trackers,
-)
-from .optim import build_optimizer, set_lr
-from .step import LoopState, TrainingError, train_step
+from .logs import MetricsLog, flat_config, mlm_flops_per_token, peak_flops, plot_curves, require_trackers
+from .loop import LoopGlue, done_line
+from .optim import build_optimizer
+from .step import LoopState, TrainingError
 
 
 @dataclass
@@ -81,6 +70,7 @@ class Run:
     state: LoopState
     last_loss: float = math.nan
     batches: StepLoader | None = None  # the training batches, from fit's start
+    glue: LoopGlue | None = None  # fit's loop glue: finish prints its closing line
 
     @property
     def out_dir(self) -> Path:
@@ -231,71 +221,33 @@ def train_batches(run: Run) -> StepLoader:
 
 
 def fit(run: Run) -> None:
-    """Train until the budget is spent: lr -> batches -> step -> log / evaluate / save.
+    """Train until the budget is spent: lr -> batches -> step -> log / evaluate / save (train/loop.py).
     Ctrl-C saves a checkpoint first; the same command then resumes."""
     recipe, train, accelerator, state = run.recipe, run.recipe.train, run.accelerator, run.state
     config = accelerator.unwrap_model(run.model).config
-    flops_per_token = mlm_flops_per_token(config, recipe.data.block_size, run.mlm_probability)
-    peak = peak_flops(accelerator.device, recipe.tracking.peak_tflops)
-    throughput, window = Throughput(state.tokens), []  # window: the finite losses since the last log
     run.batches = train_batches(run)
-    batches = DataWait(run.batches, accelerator.print)  # each step's micro-batches, timed
-    interrupted = {"flag": False}
-    previous_handler = signal.signal(signal.SIGINT, lambda *_: interrupted.update(flag=True))
-    progress = BudgetBar(run.budget, state, desc="pretrain", enabled=accelerator.is_main_process)
+    glue = LoopGlue(accelerator, state, run.budget, run.log, desc="pretrain", train=train, out_dir=run.out_dir,
+                    save_checkpoint=run.save_checkpoint, epoch=run.epoch,
+                    flops_per_token=mlm_flops_per_token(config, recipe.data.block_size, run.mlm_probability),
+                    peak=peak_flops(accelerator.device, recipe.tracking.peak_tflops, accelerator.mixed_precision))
     run.model.train()
-    start_time = time.perf_counter() - state.elapsed  # a resumed run continues its clock
     try:
-        while not budget_spent(run.budget, state, accelerator):
-            lr = run.budget.lr(state.step, state.tokens, state.elapsed)
-            set_lr(run.optimizer, lr)
-            result = train_step(run.model, run.optimizer, accelerator, batches.next(), state,
-                                max_grad_norm=train.max_grad_norm, on_nan=train.on_nan,
-                                checkpoints=checkpoint_dir(run.out_dir))
-            state.elapsed = time.perf_counter() - start_time
-            run.last_loss = result.loss
-            if not result.skipped:
-                window.append(result.loss)
-            progress.update(state)
-
-            if state.step % train.log_every_steps == 0 and window:
-                rate = throughput.update(state.tokens)
-                record = {"step": state.step, "loss": sum(window) / len(window), "lr": lr, "tokens": state.tokens,
-                          "tokens_per_sec": rate, "epoch": round(run.epoch(), 4),
-                          "elapsed_sec": round(state.elapsed, 2), "data_wait": round(batches.fraction(), 4)}
-                if result.grad_norm is not None:
-                    record["grad_norm"] = float(result.grad_norm)
-                if peak:
-                    record["mfu"] = rate * flops_per_token / peak
-                if state.skipped:
-                    record["skipped_steps"] = state.skipped
-                if accelerator.device.type == "cuda":
-                    record["peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-                run.log.write(record)
-                accelerator.log(record, step=state.step)
-                progress.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}",
-                                     data_wait=f"{record['data_wait']:.0%}")
-                window = []
-            if train.eval_every_steps and state.step % train.eval_every_steps == 0:
-                metrics = evaluate(run)
-                run.log.write({"step": state.step, **metrics})
-                accelerator.log(metrics, step=state.step)
-            if train.save_every_steps and state.step % train.save_every_steps == 0:
-                saved = run.save_checkpoint()
-                if recipe.hub.push_checkpoints and accelerator.is_main_process:
-                    push_checkpoint_to_hub(accelerator.unwrap_model(run.model), run.tokenizer, saved, recipe)
-            if interrupted["flag"]:
-                run.save_checkpoint()
-                raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        progress.close()
-        accelerator.print(f"interrupted at step {state.step}: checkpoint saved in {checkpoint_dir(run.out_dir)}; "
-                          "run the same command again to resume")
-        raise
+        with glue:
+            while not budget_spent(run.budget, state, accelerator):
+                glue.step(run.model, run.optimizer, lambda: next(run.batches))
+                run.last_loss = glue.last_loss
+                if train.eval_every_steps and state.step % train.eval_every_steps == 0:
+                    metrics = evaluate(run)
+                    run.log.write({"step": state.step, **metrics})
+                    accelerator.log(metrics, step=state.step)
+                if train.save_every_steps and state.step % train.save_every_steps == 0:
+                    saved = run.save_checkpoint()
+                    if recipe.hub.push_checkpoints and accelerator.is_main_process:
+                        push_checkpoint_to_hub(accelerator.unwrap_model(run.model), run.tokenizer, saved, recipe)
+                glue.check_interrupt()
     finally:
-        signal.signal(signal.SIGINT, previous_handler)
         run.batches.close()  # stops the DataLoader workers
-    progress.close()
+    run.glue = glue
 
 
 @torch.no_grad()
@@ -335,19 +287,21 @@ def finish(run: Run) -> dict:
     final_eval = evaluate(run)
     run.log.write({"step": state.step, **final_eval})
     run.save_checkpoint()
+    # Metrics at the top level, how the run was executed under "run": a metric never overwrites a setting.
     results = {"step": state.step, "tokens": state.tokens, "train_seconds": round(state.elapsed, 2),
                "skipped_steps": state.skipped, "final_train_loss": run.last_loss, **final_eval,
-               **describe(accelerator)}
+               **(run.glue.speed() if run.glue else {}), "run": describe(accelerator)}
     state_dict = full_state_dict(accelerator, run.model)  # collective: gathered from FSDP/ZeRO shards
     if accelerator.is_main_process:
         final_dir = out_dir / "final"
-        export_final(accelerator.unwrap_model(run.model), run.tokenizer, final_dir, recipe, results,
+        card_facts = {**results["run"], **{k: v for k, v in results.items() if k != "run"}}  # metrics win
+        export_final(accelerator.unwrap_model(run.model), run.tokenizer, final_dir, recipe, card_facts,
                      state_dict=state_dict)
         (out_dir / "results.json").write_text(json.dumps(results, indent=2))
         if recipe.tracking.plot:
             plot_curves(out_dir / "metrics.jsonl", out_dir / "loss_curve.png", f"pretraining: {recipe.model.preset}")
-        accelerator.print(f"done: eval loss {final_eval['eval_loss']:.4f}, accuracy {final_eval['eval_accuracy']:.4f}; "
-                          f"model in {final_dir}")
+        done_line(accelerator, f"eval loss {final_eval['eval_loss']:.4f}, accuracy {final_eval['eval_accuracy']:.4f}",
+                  final_dir)
     accelerator.wait_for_everyone()
     if recipe.hub.push_to_hub and accelerator.is_main_process:
         push_final(out_dir / "final", recipe)

@@ -71,7 +71,8 @@ RESERVED = ("seed", "output_dir", "task")
 """Recipe keys the suite sets itself; an override of them is an error."""
 
 _NOT_METRICS = {"task", "main_metric", "best_step", "final_train_loss", "steps", "history",
-                "trainable_parameters", "total_parameters"}
+                "trainable_parameters", "total_parameters", "tokens", "train_seconds", "train_tokens_per_sec",
+                "train_mfu", "run"}
 """Keys of finetune()'s result that are not evaluation metrics."""
 
 

@@ -60,12 +60,13 @@ def test_the_launchers_precision_is_honoured_unless_the_recipe_sets_one(tmp_path
     assert launcher.returncode == 0, launcher.stderr[-3000:]
     assert "precision: bf16 (the launcher's choice" in launcher.stdout + launcher.stderr
     results = json.loads((tmp_path / "launcher" / "results.json").read_text())
-    assert (results["precision"], results["num_processes"], results["distributed_type"]) == ("bf16", 1, "NO")
+    assert (results["run"]["precision"], results["run"]["num_processes"], results["run"]["distributed_type"]) == (
+        "bf16", 1, "NO")
     assert "| precision | bf16 |" in (tmp_path / "launcher" / "final" / "README.md").read_text()
 
     recipe = _launch_one(_tiny(tmp_path, "recipe", "train.mixed_precision=no"), "--mixed_precision", "bf16")
     assert recipe.returncode == 0, recipe.stderr[-3000:]
-    assert json.loads((tmp_path / "recipe" / "results.json").read_text())["precision"] == "no"
+    assert json.loads((tmp_path / "recipe" / "results.json").read_text())["run"]["precision"] == "no"
 
 
 # ----------------------------------------------------------------------------------------------

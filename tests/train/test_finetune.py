@@ -5,6 +5,9 @@ starting from a transformers BERT checkpoint converted on the fly."""
 import json
 import random
 import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import launch
@@ -87,6 +90,13 @@ def test_sst2_output_contract_and_best_checkpoint(workspace):
     for name in ("resolved_recipe.yaml", "metrics.jsonl", "results.json", "final/config.json", "final/README.md"):
         assert (out / name).is_file(), name
     saved = json.loads((out / "results.json").read_text())
+    assert saved["run"]["precision"] in ("no", "bf16") and saved["run"]["num_processes"] == 1
+    assert saved["tokens"] > 0 and saved["train_tokens_per_sec"] > 0 and saved["train_mfu"] > 0
+    # the log rows pretraining writes, from the same glue (train/loop.py)
+    rows = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    assert [r["step"] for r in rows] == list(range(1, 25))
+    assert all(r["grad_norm"] > 0 and 0 <= r["data_wait"] < 1 and r["mfu"] > 0 for r in rows)
+    assert [r["tokens"] for r in rows] == sorted({r["tokens"] for r in rows})  # strictly increasing
     history = saved["history"]
     assert [h["step"] for h in history] == [4, 8, 12, 16, 20, 24]
     best = max(history, key=lambda h: h["accuracy"])  # first maximum wins: later ties do not replace it
@@ -144,6 +154,10 @@ def test_ner_and_qa_heads_train_and_report_their_metrics(workspace):
     ner = finetune(load_recipe(REPO / "recipes/finetune/conll2003.yaml", FinetuneRecipe, overrides(
         workspace, "ner", train="ner.txt", dev="ner.txt", **{"train.num_epochs": 1})))
     assert {"f1", "precision", "recall"} <= ner.keys() and 0.0 <= ner["f1"] <= 1.0
+    # the entity precision survives in results.json; the run's precision (bf16/no) lives under "run"
+    saved = json.loads((workspace / "ner/results.json").read_text())
+    assert isinstance(saved["precision"], float) and saved["precision"] == ner["precision"]
+    assert saved["run"]["precision"] in ("no", "bf16")
     config = json.loads((workspace / "ner/final/config.json").read_text())
     assert config["id2label"]["1"] == "B-PER" and config["architectures"] == ["HfpipeForTokenClassification"]
 
@@ -221,3 +235,33 @@ def test_resumed_fine_tune_continues_its_clock_and_token_count(workspace):
     crash_after_step_2(elapsed=1000.0)
     stopped = run(**{"train.resume": "auto", "train.max_minutes": 10})
     assert stopped["steps"] == 2 and [h["step"] for h in stopped["history"]] == [2]
+
+
+def test_ctrl_c_saves_a_checkpoint_then_resume_finishes(workspace):
+    """A real SIGINT to `hfpipe finetune`: the loop finishes its step, checkpoints, exits 130 and says so;
+    the same command resumes from that checkpoint and ends with the closing line pretraining prints."""
+    def args(max_steps: int, resume: str = "none") -> list[str]:
+        return ["finetune", str(REPO / "recipes/finetune/glue/sst2.yaml"), *overrides(
+            workspace, "interrupted", **{"train.num_epochs": "null", "train.max_steps": max_steps, "train.lr": 1e-4,
+                                         "train.eval_every_steps": 1000, "train.resume": resume})]
+
+    proc = subprocess.Popen(launch.hfpipe_command(*args(400)), cwd=REPO, env=launch.cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = workspace / "interrupted" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while (not metrics.exists() or metrics.read_text().count("\n") < 3) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "checkpoint saved" in stdout + stderr
+    saved = [p for p in (workspace / "interrupted" / "checkpoints").glob("step-*") if (p / "COMPLETE").exists()]
+    assert len(saved) == 1
+    step = int(saved[0].name.split("-")[1])
+    assert 3 <= step < 400
+
+    finish = launch.run(launch.hfpipe_command(*args(step + 2, resume=str(saved[0]))))
+    assert finish.returncode == 0, finish.stderr[-2000:]
+    assert f"resumed from {saved[0]} at step {step}" in finish.stdout + finish.stderr
+    assert f"model in {workspace / 'interrupted' / 'final'}" in finish.stdout + finish.stderr
+    assert json.loads((workspace / "interrupted" / "results.json").read_text())["steps"] == step + 2

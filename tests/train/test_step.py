@@ -130,3 +130,32 @@ def test_budget_spent_by_steps_tokens_or_minutes():
     assert budget_spent(Budget(train_args(max_steps=3, max_tokens=500)), LoopState(step=1, tokens=500), accelerator)
     assert not budget_spent(Budget(train_args(max_minutes=1.0)), LoopState(step=9, elapsed=59.0), accelerator)
     assert budget_spent(Budget(train_args(max_minutes=1.0)), LoopState(step=9, elapsed=60.0), accelerator)
+
+
+def test_fused_adamw_trains_as_the_default_implementation():
+    """build_optimizer's fused AdamW (one kernel; transformers' Trainer default) follows torch's for-each
+    AdamW: the same losses over 8 steps within float rounding, and the parameters within 1e-5."""
+    from hfpipe.train.optim import build_optimizer
+
+    train = SimpleNamespace(lr=1e-2, weight_decay=0.01, adam_betas=(0.9, 0.98), adam_eps=1e-6)
+    runs = {}
+    for fused in (True, False):
+        model = tiny_model()
+        optimizer = build_optimizer(model, train)
+        assert optimizer.defaults["fused"] is True
+        if not fused:  # the same groups, for-each implementation
+            groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in optimizer.param_groups]
+            optimizer = torch.optim.AdamW(groups, lr=train.lr, betas=train.adam_betas, eps=train.adam_eps,
+                                          foreach=True)
+            assert not optimizer.param_groups[0]["fused"]
+        accelerator = Accelerator(cpu=True)
+        model, optimizer = accelerator.prepare(model, optimizer)
+        state, losses = LoopState(), []
+        for s in range(8):
+            result = train_step(model, optimizer, accelerator, [mlm_batch(4, 3, seed=s)], state,
+                                max_grad_norm=1.0, on_nan="stop", checkpoints="run/checkpoints")
+            losses.append(result.loss)
+        runs[fused] = losses, params(model)
+    assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-5)
+    assert runs[True][0][-1] < runs[True][0][0]  # it trained
+    assert torch.allclose(runs[True][1], runs[False][1], atol=1e-5)
