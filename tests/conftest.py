@@ -20,3 +20,15 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real-data test: {SHARED_DATA} is absent (it sits beside the checkout in CI)")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Each test starts without accelerate's process-wide state: a run in one test may choose bf16 (on a
+    CPU with AVX512-BF16 or AMX, `mixed_precision: null` means bf16) and the next fp32, which accelerate
+    refuses within one process. accelerate's own tests reset it the same way (AccelerateTestCase)."""
+    yield
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
