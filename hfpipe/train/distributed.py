@@ -134,7 +134,7 @@ def launch_shortfall(accelerator: Accelerator, env=os.environ) -> str | None:
                 "(or distributed_type: MULTI_GPU in the config file; on CPU with ACCELERATE_USE_CPU=1)")
     for asked, wanted in (("ACCELERATE_USE_FSDP", DistributedType.FSDP),
                           ("ACCELERATE_USE_DEEPSPEED", DistributedType.DEEPSPEED)):
-        if parse_flag_from_env(asked) and accelerator.distributed_type != wanted:
+        if env.get(asked, "").lower() in ("1", "true", "yes") and accelerator.distributed_type != wanted:
             name = str(wanted).removeprefix("DistributedType.")
             return (f"hfpipe: WARNING: the launcher asked for {name} but {ran} "
                     f"({name} needs GPUs; on CPU accelerate falls back): nothing is sharded")
