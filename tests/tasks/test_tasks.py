@@ -21,13 +21,13 @@ import sklearn.metrics
 from transformers import BertTokenizer
 
 from hfpipe.config import FinetuneRecipe, RecipeError, TaskDataArgs, from_dict, load_recipe
-from hfpipe.tasks import files
 from hfpipe.tasks import (
     CONLL_TAGS,
     TASKS,
     TaskDataError,
     align_labels_with_words,
     compute_task_metrics,
+    files,
     get_task,
     load_task_data,
     main_metric_value,
