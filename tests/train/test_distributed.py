@@ -181,7 +181,7 @@ def test_two_machines_on_loopback_train_exactly_as_one_machine_with_two_processe
     machines = [subprocess.Popen(
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
          "--num_machines", "2", "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
-         "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no",
+         "--main_process_port", str(port), "--mixed_precision", launch.cpu_precision(), "--dynamo_backend", "no",
          "-m", "hfpipe", *_tiny(tmp_path, "two", *args, f"tokenizer.name_or_path={tmp_path / 'one' / 'tokenizer'}")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(ACCELERATE_USE_CPU="1"), cwd=REPO)
         for rank in (0, 1)]
