@@ -14,7 +14,7 @@ below; `test_every_readme_command_is_accounted_for` fails when the README gains 
 
 The first command (`hfpipe pretrain recipes/pretrain/tiny.yaml train.max_steps=300`, ~90 s on 2 shared
 cores) makes runs/pretrain-tiny/final, which the later commands use; the 2-process launch as written
-(~2 min) is its own test. All the commands together take ~6.5 min on 2 shared cores (measured: 12 tests,
+(~5 min under load: with the loopback test, 428 s) is its own test. All the commands together take ~6.5 min on 2 shared cores (measured: 12 tests,
 391 s, with the first command), so every test that runs one is marked slow (still part of make test).
 """
 
