@@ -19,9 +19,20 @@ def hfpipe_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "hfpipe", *args]
 
 
+def cpu_precision() -> str:
+    """What `train.mixed_precision: null` (the shipped recipes) means outside a launcher on this CPU
+    ('bf16' with AVX512-BF16 or AMX, else 'no'). Launches pass it, so a 2-process run computes in the same
+    precision as the 1-process run it is compared with (under a launcher, null takes the launcher's)."""
+    import torch
+
+    from hfpipe.train.distributed import resolve_precision
+
+    return resolve_precision("auto", torch.device("cpu"))[0]
+
+
 def two_process_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+            "--num_machines", "1", "--mixed_precision", cpu_precision(), "--dynamo_backend", "no", "--main_process_port", "0",
             "-m", "hfpipe", *args]
 
 

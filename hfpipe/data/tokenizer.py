@@ -168,6 +168,17 @@ def train_tokenizer(
     return tokenizer
 
 
+def save_tokenizer(tokenizer: PreTrainedTokenizerFast, folder: str | Path, model_config) -> None:
+    """`tokenizer.save_pretrained(folder)` beside a model, with `model_max_length` set to the model's
+    position limit (`max_position_embeddings`): a trained tokenizer otherwise says 1e30, so
+    `tokenizer(text, truncation=True)` in a user's code would not truncate and a long text would
+    overrun the position table (run_glue clamps its max length to this value too)."""
+    limit = getattr(model_config, "max_position_embeddings", None)
+    if limit and (tokenizer.model_max_length or 0) > limit:
+        tokenizer.model_max_length = int(limit)
+    tokenizer.save_pretrained(str(folder))
+
+
 def require_mask_token(tokenizer: PreTrainedTokenizerFast, name: str) -> None:
     """Raise `MissingMaskTokenError` naming the tokenizer unless it has a mask token."""
     if tokenizer.mask_token is None or tokenizer.mask_token_id is None:

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from ..config.recipe import to_dict
+from ..data.tokenizer import save_tokenizer
 from .model_card import write_model_card
 from .push import push_checkpoint, push_folder
 
@@ -18,7 +19,7 @@ def save_model_folder(model, tokenizer, folder: Path, state_dict: dict | None = 
     if tmp.exists():
         shutil.rmtree(tmp)
     model.save_pretrained(tmp, state_dict=state_dict)
-    tokenizer.save_pretrained(tmp)
+    save_tokenizer(tokenizer, tmp, model.config)  # model_max_length = the model's position limit
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)
@@ -28,7 +29,7 @@ def export_final(model, tokenizer, final_dir: Path, recipe, results: dict, state
     """Pretraining's output: a self-contained Hugging Face folder with a fill-mask model card.
     `state_dict`: the full weights when the model is sharded (FSDP, ZeRO-3), from train/distributed.py."""
     model.save_pretrained(final_dir, state_dict=state_dict)
-    tokenizer.save_pretrained(final_dir)
+    save_tokenizer(tokenizer, final_dir, model.config)
     write_model_card(final_dir, config=model.config.to_dict(), recipe=to_dict(recipe), results=results,
                      pipeline_tag="fill-mask", repo_id=recipe.hub.repo_id)
 
@@ -77,7 +78,7 @@ def push_checkpoint_to_hub(model, tokenizer, checkpoint: Path, recipe) -> None:
     """Push a loadable copy of this checkpoint (weights, code, tokenizer) to `hub.checkpoint_branch`."""
     folder = checkpoint / "hf"
     model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    save_tokenizer(tokenizer, folder, model.config)
     push_checkpoint(folder, recipe.hub.repo_id, recipe.hub.checkpoint_branch, private=recipe.hub.private)
 
 

@@ -4,10 +4,11 @@
     hfpipe export onnx FOLDER OUT --head auto          # the folder's own head (config.json architectures)
 
 OUT gets model.onnx, the tokenizer and config.json (+ configuration_hfpipe.py), so
-`AutoTokenizer.from_pretrained(OUT)` feeds `onnxruntime.InferenceSession(OUT/model.onnx)` directly:
+`AutoTokenizer.from_pretrained(OUT, trust_remote_code=True)` feeds `onnxruntime.InferenceSession(OUT/model.onnx)` directly:
 the inputs are named as the tokenizer's outputs (input_ids, attention_mask, and token_type_ids where
 both the tokenizer and the model use segments), with dynamic batch and sequence axes (and choices, for
-multiple choice). Outputs are named as the head's ModelOutput fields: last_hidden_state, logits, or
+multiple choice). (trust_remote_code: transformers 5's AutoTokenizer reads config.json first and would
+otherwise stop at the custom-code prompt.) Outputs are named as the head's ModelOutput fields: last_hidden_state, logits, or
 start_logits and end_logits.
 
 The graph is captured by `torch.export` (batch and sequence axes are `torch.export.Dim`s) and

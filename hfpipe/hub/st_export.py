@@ -123,7 +123,7 @@ def check_embeddings(out: Path, pooling: str, normalize: bool) -> float:
     st_model = SentenceTransformer(str(out), trust_remote_code=True, device="cpu")
     got = st_model.encode(SAMPLE_TEXTS, convert_to_tensor=True)
     model = AutoModel.from_pretrained(out, trust_remote_code=True).eval()
-    tokenizer = AutoTokenizer.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out, trust_remote_code=True)  # it reads config.json first
     batch = tokenizer(SAMPLE_TEXTS, padding=True, truncation=True, max_length=st_model.max_seq_length,
                       return_tensors="pt")
     with torch.no_grad():

@@ -439,15 +439,52 @@ def _squad_answers(answers: Any, context: str, path: Path, where: str) -> dict[s
 # The Hub.
 
 
+def _offline_message(spec: TaskSpec, name: str, config: str | None, why: str) -> str:
+    dataset = f"{name}/{config}" if config else name
+    return (f"task {spec.name} loads {dataset!r} from the Hugging Face Hub, which is unreachable ({why}): "
+            f"give local files instead, e.g. data.train_file=../shared/data/{spec.name}/train.tsv "
+            f"data.validation_file=../shared/data/{spec.name}/dev.tsv (under hfpipe glue: {spec.name}:data.train_file=...)")
+
+
+class HubUnreachableError(TaskDataError):
+    """The task's data lives on the Hub and the Hub cannot be reached: one line, with the local-file form."""
+
+    def __init__(self, message: str):
+        ValueError.__init__(self, message)
+
+
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face Hub cannot be reached ("HF_HUB_OFFLINE=1", "no connection to ..."), or None.
+    A 3-second TCP probe, so an offline user hears it at once instead of after ~40 s of retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE=1"
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=3).close()
+    except OSError as e:
+        return f"no connection to {url.hostname}: {e}"
+    return None
+
+
 def _load_hub(spec: TaskSpec, args: TaskDataArgs) -> datasets.DatasetDict:
     """The Hub dataset's splits renamed to ours (MNLI validation_matched -> validation), Hub columns kept."""
     import datasets
 
     name = args.dataset_name or spec.hub_dataset
     config = args.dataset_config if args.dataset_name else spec.hub_config
+    offline = hub_unreachable()
+    if offline and offline != "HF_HUB_OFFLINE=1":  # HF_HUB_OFFLINE=1 may still find datasets' cache: try it
+        raise HubUnreachableError(_offline_message(spec, name, config, offline))
     try:
         hub = datasets.load_dataset(name, config)
     except Exception as e:  # offline, unknown name, script datasets: say which key to change
+        if offline:
+            raise HubUnreachableError(_offline_message(spec, name, config, offline)) from None
         raise RuntimeError(
             f"could not load Hub dataset {name!r} (config {config!r}) for task {spec.name}: {e} -- "
             "offline? use local files instead: data.train_file=... data.validation_file=..."

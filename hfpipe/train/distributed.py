@@ -7,11 +7,18 @@ and the collective pieces every backend (DDP, FSDP, DeepSpeed) needs from the lo
     share = equal_share(n_items, world, rank)        # the same number of eval forwards on every rank
 
 Precision (`train.mixed_precision`):
-  null   the launcher's choice (`accelerate launch --mixed_precision`, the accelerate config file,
-         ACCELERATE_MIXED_PRECISION); fp32 when nothing is set. An explicit value wins over the launcher.
+  null   (the shipped recipes) under `accelerate launch`, the launcher's choice (`--mixed_precision`, the
+         accelerate config file; accelerate exports it as ACCELERATE_MIXED_PRECISION, 'no' when none was
+         given); outside a launcher (plain `hfpipe pretrain`, torchrun), what `auto` means.
   auto   bf16 where the device computes it natively (CUDA with bf16; a CPU with AVX512-BF16 or AMX),
          fp32 elsewhere: on an AVX2-only CPU, bf16 autocast is about 10x slower than fp32.
-The run prints the precision in force and why, and results.json and the model card record it.
+  no / bf16 / fp16   win over the launcher.
+The run prints the precision in force and why (and a hint with the flag when the launcher's fp32 leaves
+native bf16 unused); results.json and the model card record it.
+
+Launches that do less than asked print one loud `hfpipe: WARNING:` line (check_launch): the launcher
+was asked for several processes and started one, or asked for FSDP / DeepSpeed and accelerate runs
+something else. Processes that did not join one job stop before anything is written.
 """
 
 import functools
@@ -50,17 +57,34 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
-def resolve_precision(setting: str | None, device: torch.device) -> tuple[str | None, str]:
-    """(what to pass to Accelerator -- None leaves the launcher's choice --, why), for `train.mixed_precision`."""
-    if setting is None:
-        return None, "the launcher's choice (train.mixed_precision: null)"
-    if setting == "auto":
+def launcher_precision() -> str | None:
+    """The precision `accelerate launch` exported (its flag or config file; 'no' when neither gave one),
+    or None outside accelerate launch."""
+    return os.environ.get("ACCELERATE_MIXED_PRECISION") or None
+
+
+def resolve_precision(setting: str | None, device: torch.device,
+                      launcher: str | None = None) -> tuple[str | None, str]:
+    """(what to pass to Accelerator -- None leaves the launcher's choice --, why), for `train.mixed_precision`
+    given the launcher's precision (`launcher_precision()`; None outside accelerate launch)."""
+    if setting is None and launcher is not None:
+        return None, f"the launcher's choice: accelerate launch --mixed_precision {launcher}"
+    if setting in (None, "auto"):
+        key = f"train.mixed_precision={'auto' if setting else 'null'}" + ("" if setting else " outside a launcher")
         if native_bf16(device):
-            return "bf16", f"train.mixed_precision=auto: {device.type} computes bf16 natively"
+            return "bf16", f"{key}: {device.type} computes bf16 natively"
         reason = ("this CPU has no AVX512-BF16 or AMX, where bf16 is ~10x slower than fp32"
                   if device.type == "cpu" else f"{device.type} has no native bf16")
-        return "no", f"train.mixed_precision=auto: {reason}"
+        return "no", f"{key}: {reason}"
     return setting, f"train.mixed_precision={setting}"
+
+
+def bf16_hint(setting: str | None, precision: str, device: torch.device) -> str | None:
+    """One line when the launcher's fp32 leaves native bf16 unused (None otherwise)."""
+    if setting is None and precision == "no" and native_bf16(device):
+        return (f"hint: this {device.type} computes bf16 natively and the launcher chose fp32: "
+                f"`accelerate launch --mixed_precision bf16 ...` (or train.mixed_precision=auto) would use it")
+    return None
 
 
 def make_accelerator(recipe, *, report_to: list[str] | None, project_dir: Path) -> Accelerator:
@@ -70,7 +94,7 @@ def make_accelerator(recipe, *, report_to: list[str] | None, project_dir: Path) 
     train = recipe.train
     # The process state as Accelerator will make it (ACCELERATE_USE_CPU honoured), to see the device first.
     device = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU")).device
-    mixed_precision, why = resolve_precision(train.mixed_precision, device)
+    mixed_precision, why = resolve_precision(train.mixed_precision, device, launcher_precision())
     kwargs = {} if mixed_precision is None else {"mixed_precision": mixed_precision}
     accelerator = Accelerator(gradient_accumulation_steps=train.gradient_accumulation_steps,
                               log_with=report_to or None, project_dir=str(project_dir), **kwargs)
@@ -86,6 +110,9 @@ def make_accelerator(recipe, *, report_to: list[str] | None, project_dir: Path) 
         accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     accelerator.print(f"precision: {accelerator.mixed_precision} ({why}); "
                       f"{describe(accelerator)['distributed_type']} on {accelerator.num_processes} process(es)")
+    hint = bf16_hint(train.mixed_precision, accelerator.mixed_precision, accelerator.device)
+    if hint:
+        accelerator.print(hint)
     return accelerator
 
 
@@ -95,9 +122,32 @@ def describe(accelerator: Accelerator) -> dict:
             "distributed_type": str(accelerator.distributed_type).removeprefix("DistributedType.")}
 
 
+def launch_shortfall(accelerator: Accelerator, env=os.environ) -> str | None:
+    """One loud line when the launcher was asked for more than it started: several processes but this
+    is the only one (accelerate's single-process launcher sets MASTER_ADDR/MASTER_PORT and no WORLD_SIZE,
+    e.g. for a `distributed_type: MULTI_CPU` config), or FSDP / DeepSpeed that accelerate did not run."""
+    kind = describe(accelerator)["distributed_type"]
+    ran = f"accelerate runs {kind} on {accelerator.num_processes} process(es)"
+    if "MASTER_ADDR" in env and "MASTER_PORT" in env and "WORLD_SIZE" not in env and accelerator.num_processes == 1:
+        return ("hfpipe: WARNING: the launcher was asked for several processes but started only this one "
+                f"({ran}; accelerate's single-process launcher took the config): pass --multi_gpu "
+                "(or distributed_type: MULTI_GPU in the config file; on CPU with ACCELERATE_USE_CPU=1)")
+    for asked, wanted in (("ACCELERATE_USE_FSDP", DistributedType.FSDP),
+                          ("ACCELERATE_USE_DEEPSPEED", DistributedType.DEEPSPEED)):
+        if env.get(asked, "").lower() in ("1", "true", "yes") and accelerator.distributed_type != wanted:
+            name = str(wanted).removeprefix("DistributedType.")
+            return (f"hfpipe: WARNING: the launcher asked for {name} but {ran} "
+                    f"({name} needs GPUs; on CPU accelerate falls back): nothing is sharded")
+    return None
+
+
 def check_launch(accelerator: Accelerator) -> None:
     """A launcher that started N processes which did not join one job (each would train alone and write
-    into the same output_dir) stops here, before any compute, with the flag that fixes it."""
+    into the same output_dir) stops here, before any compute, with the flag that fixes it; a launch
+    smaller than asked prints one loud line (launch_shortfall)."""
+    shortfall = launch_shortfall(accelerator)
+    if shortfall:
+        accelerator.print(shortfall)
     launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if launched > 1 and accelerator.num_processes != launched:
         on_cpu = accelerator.device.type == "cpu"

@@ -171,8 +171,12 @@ def run_one(recipe: FinetuneRecipe, init_from: str) -> dict[str, Any]:
         "output_dir": recipe.output_dir,
         "init_from": init_from,
     }
+    from ..tasks.files import HubUnreachableError
+
     try:
         result = finetune(recipe)
+    except HubUnreachableError:  # every Hub task would fail the same way: one line now, not a table later
+        raise
     except Exception as err:  # one failed run must not stop the suite; the error is kept
         record["error"] = f"{type(err).__name__}: {err}"
         Path(recipe.output_dir).mkdir(parents=True, exist_ok=True)

@@ -106,3 +106,53 @@ def test_bad_inputs_fail_clearly(tmp_path):
         TokenizerArgs(type="bpe", vocab_size=100).validate()
     with pytest.raises(RecipeError, match="min_frequency: must be >= 1"):
         TokenizerArgs(min_frequency=0).validate()
+
+
+# ----------------------------------------------------------------------------------------------
+# Saved beside a model: model_max_length is the model's limit (issue 22 item 6), and AutoTokenizer
+# needs trust_remote_code where hfpipe is not installed (item 7)
+# ----------------------------------------------------------------------------------------------
+
+
+def _saved_folder(tmp_path, max_positions: int = 64):
+    """A tiny hfpipe MLM folder saved the way every run saves final/ (hub/export.py)."""
+    from hfpipe import HfpipeConfig, HfpipeForMaskedLM
+    from hfpipe.hub.export import save_model_folder
+
+    tokenizer = train_tokenizer(iter(DOCS), TokenizerArgs(vocab_size=600))
+    assert tokenizer.model_max_length > 1e29  # what a trained tokenizer says before saving
+    config = HfpipeConfig.from_preset("bert-tiny", vocab_size=len(tokenizer), max_position_embeddings=max_positions)
+    save_model_folder(HfpipeForMaskedLM(config), tokenizer, tmp_path / "final")
+    return tmp_path / "final"
+
+
+LONG_TEXT_CHECK = r"""
+import json, torch
+from transformers import AutoModelForMaskedLM, AutoTokenizer
+tok = AutoTokenizer.from_pretrained(FOLDER, trust_remote_code=True)
+model = AutoModelForMaskedLM.from_pretrained(FOLDER, trust_remote_code=True).eval()
+batch = tok(" ".join(["the assert statement"] * 200), truncation=True, return_tensors="pt")
+with torch.no_grad():
+    logits = model(**batch).logits
+print(json.dumps({"model_max_length": tok.model_max_length, "tokens": batch["input_ids"].shape[1],
+                  "logits": list(logits.shape)}))
+"""
+
+
+def test_a_saved_tokenizer_truncates_to_the_models_positions_here_and_without_hfpipe(tmp_path):
+    from fresh_env import run_without_hfpipe
+
+    folder = _saved_folder(tmp_path, max_positions=64)
+    assert json.loads((folder / "tokenizer_config.json").read_text())["model_max_length"] == 64
+    code = LONG_TEXT_CHECK.replace("FOLDER", repr(str(folder)))
+    fresh = json.loads(run_without_hfpipe(code, env={"HF_HUB_OFFLINE": "1"}).stdout.strip().splitlines()[-1])
+    assert fresh == {"model_max_length": 64, "tokens": 64, "logits": [1, 64, len(AutoTokenizer.from_pretrained(
+        str(folder), trust_remote_code=True))]}
+    # and in the project's environment, where hfpipe is importable
+    import subprocess
+    import sys
+
+    here = subprocess.run([sys.executable, "-c", "import hfpipe\n" + code], capture_output=True, text=True,
+                          timeout=300)
+    assert here.returncode == 0, here.stderr[-2000:]
+    assert json.loads(here.stdout.strip().splitlines()[-1]) == fresh

@@ -97,6 +97,9 @@ def test_body_has_architecture_recipe_results_and_pinned_usage(tmp_path):
     assert f'pipeline("fill-mask", model="me/tiny", {pinned})' in code
     assert "[MASK]" in code
     assert "runs the Python code in this" in body and "pin" in body and "commit sha you reviewed" in body
+    # every from_pretrained in the snippet, the tokenizer's included, passes the flag; the card says why
+    assert code.count("from_pretrained(") == code.count("trust_remote_code=True") - 1  # + the pipeline
+    assert "The tokenizer gets `trust_remote_code=True` too: transformers 5's `AutoTokenizer` reads" in body
 
 
 def test_question_answering_usage_works_without_the_removed_pipeline(tmp_path):

@@ -27,6 +27,7 @@ from hfpipe.tasks import (
     TaskDataError,
     align_labels_with_words,
     compute_task_metrics,
+    files,
     get_task,
     load_task_data,
     main_metric_value,
@@ -350,13 +351,49 @@ def test_hub_columns_can_be_renamed_and_label_order_is_checked(monkeypatch):
 
 def test_hub_failure_says_how_to_use_local_files(monkeypatch):
     def offline(*args, **kwargs):
-        raise ConnectionError("offline mode is enabled")
+        raise ConnectionError("dataset not found")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
+    monkeypatch.setattr(files, "hub_unreachable", lambda: None)  # the Hub answers, the dataset fails
     with pytest.raises(
-        RuntimeError, match=r"'nyu-mll/glue' \(config 'cola'\) for task cola: offline mode.*data.train_file="
+        RuntimeError, match=r"'nyu-mll/glue' \(config 'cola'\) for task cola: dataset not found.*data.train_file="
     ):
         load_task_data(get_task("cola"), TaskDataArgs())
+
+
+def test_an_unreachable_hub_is_one_line_before_any_retry(monkeypatch):
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("no retries against a dead Hub"))
+    monkeypatch.setattr(files, "hub_unreachable", lambda: "no connection to huggingface.co: timed out")
+    with pytest.raises(files.HubUnreachableError) as error:
+        load_task_data(get_task("sst2"), TaskDataArgs())
+    assert str(error.value) == (
+        "task sst2 loads 'nyu-mll/glue/sst2' from the Hugging Face Hub, which is unreachable (no connection to "
+        "huggingface.co: timed out): give local files instead, e.g. data.train_file=../shared/data/sst2/train.tsv "
+        "data.validation_file=../shared/data/sst2/dev.tsv (under hfpipe glue: sst2:data.train_file=...)")
+
+
+def test_hf_hub_offline_still_reads_the_datasets_cache_then_says_it_in_one_line(monkeypatch):
+    monkeypatch.setattr(files, "hub_unreachable", lambda: "HF_HUB_OFFLINE=1")
+    load_dataset, calls = fake_hub({s: {"sentence": ["a"], "label": [1]} for s in ("train", "validation")})
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    assert list(load_task_data(get_task("sst2"), TaskDataArgs())) == ["train", "validation"]  # cached: used
+
+    def not_cached(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'nyu-mll/glue' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", not_cached)
+    with pytest.raises(files.HubUnreachableError, match=r"unreachable \(HF_HUB_OFFLINE=1\): give local files"):
+        load_task_data(get_task("sst2"), TaskDataArgs())
+
+
+def test_hub_unreachable_reads_hf_hub_offline_and_probes_the_endpoint(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert files.hub_unreachable() == "HF_HUB_OFFLINE=1"
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
+    assert files.hub_unreachable().startswith("no connection to 127.0.0.1:")
 
 
 # --- tokenization ---------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ FSDP2-sharded models (torch's `fully_shard` over gloo). Full FSDP and DeepSpeed 
 bench/gpu_check.py (`make bench-gpu`)."""
 
 import json
+import socket
 import subprocess
 import sys
 import tempfile
@@ -36,10 +37,44 @@ def test_auto_precision_follows_the_cpu_flags(monkeypatch):
         assert resolve_precision("auto", CPU)[0] == "bf16"
 
 
-def test_null_leaves_the_launcher_and_explicit_values_win():
-    assert resolve_precision(None, CPU)[0] is None  # Accelerator then reads the launcher's choice
-    for value in ("no", "bf16", "fp16"):
-        assert resolve_precision(value, CPU)[0] == value
+def test_null_takes_the_launchers_choice_and_means_auto_outside_a_launcher(monkeypatch):
+    for launcher in ("no", "bf16", "fp16"):  # accelerate launch always exports one ('no' by default)
+        assert resolve_precision(None, CPU, launcher)[0] is None  # Accelerator then reads the launcher's
+    for flags, expected in (({"avx2"}, "no"), ({"avx512_bf16"}, "bf16"), ({"amx_bf16"}, "bf16")):
+        monkeypatch.setattr(distributed, "cpu_flags", lambda flags=flags: frozenset(flags))
+        assert resolve_precision(None, CPU, None)[0] == resolve_precision("auto", CPU, None)[0] == expected
+        assert "train.mixed_precision=null outside a launcher" in resolve_precision(None, CPU, None)[1]
+    for value in ("no", "bf16", "fp16"):  # an explicit value wins, under a launcher or not
+        assert resolve_precision(value, CPU, "bf16")[0] == value
+        assert resolve_precision(value, CPU, None)[0] == value
+
+
+def test_the_bf16_hint_names_the_flag_only_when_the_launchers_fp32_leaves_native_bf16_unused(monkeypatch):
+    monkeypatch.setattr(distributed, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    hint = distributed.bf16_hint(None, "no", CPU)
+    assert hint is not None and "--mixed_precision bf16" in hint
+    assert distributed.bf16_hint(None, "bf16", CPU) is None  # native bf16 in use
+    assert distributed.bf16_hint("no", "no", CPU) is None  # the recipe chose fp32 on purpose
+    monkeypatch.setattr(distributed, "cpu_flags", lambda: frozenset({"avx2"}))
+    assert distributed.bf16_hint(None, "no", CPU) is None  # nothing native to use
+
+
+def test_shipped_recipes_leave_precision_to_the_launcher():
+    import yaml
+
+    recipes = sorted((REPO / "recipes").glob("pretrain/*.yaml")) + sorted((REPO / "recipes").glob("finetune/**/*.yaml"))
+    assert len(recipes) > 10
+    for path in recipes:
+        train = (yaml.safe_load(path.read_text()) or {}).get("train") or {}
+        assert train.get("mixed_precision") is None, f"{path.name}: mixed_precision {train.get('mixed_precision')}"
+
+
+def test_null_precision_outside_a_launcher_is_auto(tmp_path):
+    result = launch.run(launch.hfpipe_command(*_tiny(tmp_path, "plain")))
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = "bf16" if distributed.native_bf16(CPU) else "no"
+    assert f"precision: {expected} (train.mixed_precision=null outside a launcher" in result.stdout + result.stderr
+    assert json.loads((tmp_path / "plain" / "results.json").read_text())["precision"] == expected
 
 
 def _tiny(tmp_path, name: str, *extra: str) -> list[str]:
@@ -56,7 +91,7 @@ def _launch_one(args: list[str], *launcher_flags: str) -> subprocess.CompletedPr
 
 
 def test_the_launchers_precision_is_honoured_unless_the_recipe_sets_one(tmp_path):
-    launcher = _launch_one(_tiny(tmp_path, "launcher", "train.mixed_precision=null"), "--mixed_precision", "bf16")
+    launcher = _launch_one(_tiny(tmp_path, "launcher"), "--mixed_precision", "bf16")  # tiny.yaml says null
     assert launcher.returncode == 0, launcher.stderr[-3000:]
     assert "precision: bf16 (the launcher's choice" in launcher.stdout + launcher.stderr
     results = json.loads((tmp_path / "launcher" / "results.json").read_text())
@@ -70,8 +105,98 @@ def test_the_launchers_precision_is_honoured_unless_the_recipe_sets_one(tmp_path
 
 
 # ----------------------------------------------------------------------------------------------
-# Launches that cannot work, and failing ranks
+# Launches that cannot work, launches smaller than asked, and failing ranks
 # ----------------------------------------------------------------------------------------------
+
+ACCELERATE_CONFIGS = sorted(p.name for p in (REPO / "recipes/accelerate").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", ACCELERATE_CONFIGS)
+def test_every_shipped_accelerate_config_starts_the_processes_it_asks_for(tmp_path, config):
+    """Each config run for real on CPU (ACCELERATE_USE_CPU=1; GPU configs with --num_processes 2): the
+    processes that ran are the processes asked for, and a backend CPU cannot run is said out loud."""
+    import yaml
+
+    asked = yaml.safe_load((REPO / "recipes/accelerate" / config).read_text())
+    if asked["distributed_type"] == "DEEPSPEED":
+        pytest.importorskip("deepspeed", reason="the DeepSpeed config needs `pip install deepspeed`")
+    n = min(asked["num_processes"], 2)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", f"recipes/accelerate/{config}",
+               "--num_processes", str(n), "--main_process_port", "0", "-m", "hfpipe", *_tiny(tmp_path, "run")]
+    result = subprocess.run(command, capture_output=True, text=True, env=cli_env(ACCELERATE_USE_CPU="1"),
+                            timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["num_processes"] == n
+    assert results["distributed_type"] == ("NO" if n == 1 else "MULTI_CPU")
+    if asked["distributed_type"] in ("FSDP", "DEEPSPEED"):
+        assert f"hfpipe: WARNING: the launcher asked for {asked['distributed_type']} but accelerate runs " \
+               "MULTI_CPU on 2 process(es)" in result.stdout
+
+
+def test_a_config_that_starts_one_process_instead_of_two_says_so(tmp_path):
+    # accelerate 1.x sends distributed_type MULTI_CPU to its single-process launcher: one process runs.
+    config = tmp_path / "multi_cpu.yaml"
+    config.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_CPU\nuse_cpu: true\n"
+                      "num_processes: 2\nnum_machines: 1\nmachine_rank: 0\nmain_process_ip: 127.0.0.1\n"
+                      "main_process_port: 0\nmixed_precision: 'no'\n")
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "-m", "hfpipe",
+               *_tiny(tmp_path, "run")]
+    result = subprocess.run(command, capture_output=True, text=True, env=cli_env(ACCELERATE_USE_CPU="1"),
+                            timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    warning = [line for line in result.stdout.splitlines() if line.startswith("hfpipe: WARNING:")]
+    assert len(warning) == 1 and "asked for several processes but started only this one" in warning[0]
+    assert "--multi_gpu" in warning[0]
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["num_processes"] == 1
+
+
+class _FakeAccelerator:
+    def __init__(self, distributed_type, num_processes):
+        self.distributed_type, self.num_processes, self.mixed_precision = distributed_type, num_processes, "no"
+
+
+def test_launch_shortfall_is_silent_when_the_launch_is_what_was_asked():
+    from accelerate.utils import DistributedType
+
+    one, ddp = _FakeAccelerator(DistributedType.NO, 1), _FakeAccelerator(DistributedType.MULTI_CPU, 2)
+    assert distributed.launch_shortfall(one, env={}) is None  # plain `hfpipe pretrain`
+    assert distributed.launch_shortfall(ddp, env={"MASTER_ADDR": "h", "MASTER_PORT": "1", "WORLD_SIZE": "2"}) is None
+    assert "several processes" in distributed.launch_shortfall(one, env={"MASTER_ADDR": "h", "MASTER_PORT": "1"})
+    fsdp = distributed.launch_shortfall(ddp, env={"ACCELERATE_USE_FSDP": "true"})
+    assert fsdp.startswith("hfpipe: WARNING: the launcher asked for FSDP but accelerate runs MULTI_CPU")
+    assert "DEEPSPEED" in distributed.launch_shortfall(one, env={"ACCELERATE_USE_DEEPSPEED": "true"})
+    fsdp_ran = _FakeAccelerator(DistributedType.FSDP, 2)
+    assert distributed.launch_shortfall(fsdp_ran, env={"ACCELERATE_USE_FSDP": "true"}) is None
+
+
+def test_two_machines_on_loopback_train_exactly_as_one_machine_with_two_processes(tmp_path):
+    """README's multi-node form: the same command on each machine with its --machine_rank. (The second
+    run reuses the first's tokenizer: tokenizer training is not bit-reproducible, see data/tokenizer.py.)"""
+    args = ("train.max_steps=3", "train.log_every_steps=1")
+    one = launch.run(launch.two_process_command(*_tiny(tmp_path, "one", *args)))
+    assert one.returncode == 0, one.stderr[-3000:]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    machines = [subprocess.Popen(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "2", "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
+         "--main_process_port", str(port), "--mixed_precision", launch.cpu_precision(), "--dynamo_backend", "no",
+         "-m", "hfpipe", *_tiny(tmp_path, "two", *args, f"tokenizer.name_or_path={tmp_path / 'one' / 'tokenizer'}")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(ACCELERATE_USE_CPU="1"), cwd=REPO)
+        for rank in (0, 1)]
+    for machine in machines:
+        _, err = machine.communicate(timeout=300)
+        assert machine.returncode == 0, err[-3000:]
+
+    def curve(name):
+        rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r["loss"], r["tokens"]) for r in rows if "loss" in r]
+
+    assert len(curve("one")) == 3 and curve("two") == curve("one")
+    results = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert (results["num_processes"], results["distributed_type"]) == (2, "MULTI_CPU")
 
 
 def test_processes_that_did_not_join_one_job_stop_before_writing(tmp_path):
