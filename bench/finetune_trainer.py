@@ -110,10 +110,25 @@ def side_hfpipe(args, converted: Path) -> dict:
             "metric": results[metric], "train_loss": results["final_train_loss"]}
 
 
+def trainer_arguments(recipe, args):
+    """TrainingArguments as run_glue.py / run_ner.py would get them for this hfpipe recipe."""
+    from transformers import TrainingArguments
+
+    train = recipe.train
+    return TrainingArguments(
+        output_dir=f"{args.runs}/{args.task}-{args.precision}-trainer", per_device_train_batch_size=train.batch_size,
+        per_device_eval_batch_size=recipe.eval.batch_size, learning_rate=train.lr, num_train_epochs=train.num_epochs,
+        warmup_steps=train.warmup_fraction, weight_decay=train.weight_decay, max_grad_norm=train.max_grad_norm,
+        adam_beta1=train.adam_betas[0], adam_beta2=train.adam_betas[1], adam_epsilon=train.adam_eps,
+        lr_scheduler_type="linear", seed=recipe.seed, bf16=args.precision == "bf16", use_cpu=True,
+        train_sampling_strategy="group_by_length", eval_strategy="no", save_strategy="no", logging_strategy="no",
+        report_to="none", dataloader_num_workers=0, disable_tqdm=True)
+
+
 def side_trainer(args, converted: Path, bert_dir: Path) -> dict:
     import numpy as np
     import transformers
-    from transformers import AutoTokenizer, Trainer, TrainingArguments
+    from transformers import AutoTokenizer, Trainer
 
     from hfpipe.tasks import get_task
     from hfpipe.tasks.files import load_task_data
@@ -137,14 +152,7 @@ def side_trainer(args, converted: Path, bert_dir: Path) -> dict:
     transformers.set_seed(recipe.seed)
     model = cls.from_pretrained(str(bert_dir), num_labels=spec.num_labels, id2label=spec.id2label,
                                 label2id=spec.label2id)
-    targs = TrainingArguments(
-        output_dir=f"{args.runs}/{args.task}-{args.precision}-trainer", per_device_train_batch_size=train.batch_size,
-        per_device_eval_batch_size=recipe.eval.batch_size, learning_rate=train.lr, num_train_epochs=train.num_epochs,
-        warmup_steps=train.warmup_fraction, weight_decay=train.weight_decay, max_grad_norm=train.max_grad_norm,
-        adam_beta1=train.adam_betas[0], adam_beta2=train.adam_betas[1], adam_epsilon=train.adam_eps,
-        lr_scheduler_type="linear", seed=recipe.seed, bf16=args.precision == "bf16", use_cpu=True,
-        train_sampling_strategy="group_by_length", eval_strategy="no", save_strategy="no", logging_strategy="no",
-        report_to="none", dataloader_num_workers=0, disable_tqdm=True)
+    targs = trainer_arguments(recipe, args)
     trainer = Trainer(model=model, args=targs, train_dataset=train_set, data_collator=collator)
     out = trainer.train()
     seconds = out.metrics["train_runtime"]
