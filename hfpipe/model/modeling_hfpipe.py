@@ -1,3 +1,16 @@
+# Copyright 2026 The hfpipe Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """The hfpipe encoder: BERT and its modern variants in one readable transformers v5 model.
 
     from hfpipe import HfpipeConfig, HfpipeForMaskedLM
@@ -37,9 +50,11 @@ at 0 at each document's first token; attention then never crosses a document bou
 positions restart per document. `attention_mask` (B, T) marks padding as usual.
 """
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -651,6 +666,21 @@ class HfpipePreTrainedModel(PreTrainedModel):
         "hidden_states": HfpipeLayer,
         "attentions": OutputRecorder(HfpipeSelfAttention, index=1),
     }
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """transformers' from_pretrained; a local BERT checkpoint folder (config.json says model_type "bert")
+        is also accepted and converted in memory, as `hfpipe convert bert` would (that needs hfpipe installed).
+
+        Not through transformers' checkpoint-conversion mapping: a mapping registered for "hfpipe" is also
+        reversed by save_pretrained, so every hfpipe folder would be saved with BERT's tensor names, and
+        a mapping renames tensors but cannot turn BERT's config.json into an HfpipeConfig."""
+        config_file = Path(str(pretrained_model_name_or_path)) / "config.json"
+        if config_file.is_file() and json.loads(config_file.read_text()).get("model_type") == "bert":
+            from hfpipe.model.convert import load_bert_as  # noqa: PLC0415 -- only this path needs hfpipe itself
+
+            return load_bert_as(cls, pretrained_model_name_or_path, **kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):
