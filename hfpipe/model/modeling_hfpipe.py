@@ -677,8 +677,11 @@ class HfpipePreTrainedModel(PreTrainedModel):
         a mapping renames tensors but cannot turn BERT's config.json into an HfpipeConfig."""
         config_file = Path(str(pretrained_model_name_or_path)) / "config.json"
         if config_file.is_file() and json.loads(config_file.read_text()).get("model_type") == "bert":
-            from hfpipe.model.convert import load_bert_as  # noqa: PLC0415 -- only this path needs hfpipe itself
-
+            try:  # only this path needs hfpipe itself (in a try, so remote code does not require it)
+                from hfpipe.model.convert import load_bert_as  # noqa: PLC0415
+            except ImportError as err:
+                raise ImportError(f"{pretrained_model_name_or_path} is a BERT checkpoint: reading it as "
+                                  f"{cls.__name__} needs hfpipe installed (pip install hfpipe)") from err
             return load_bert_as(cls, pretrained_model_name_or_path, **kwargs)
         return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
