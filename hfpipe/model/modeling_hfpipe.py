@@ -530,7 +530,8 @@ class HfpipeSelfAttention(nn.Module):
             position_ids=layout.position_ids,
         )  # out: (B, T, H, D); probs: (B, H, T, T) from eager, None from fused backends
         out = out.reshape(B, T, C)  # (B, T, H, D) -> (B, T, C): head merge
-        return self.out_proj(out), probs  # probs are recorded as `attentions` (HfpipePreTrainedModel._can_record_outputs)
+        # probs are recorded as `attentions` (HfpipePreTrainedModel._can_record_outputs)
+        return self.out_proj(out), probs
 
 
 class HfpipePoolingMixer(nn.Module):
