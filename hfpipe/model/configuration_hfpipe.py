@@ -1,3 +1,16 @@
+# Copyright 2026 The hfpipe Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """HfpipeConfig: the architecture of an hfpipe encoder, saved as config.json.
 
     from hfpipe import HfpipeConfig
@@ -12,6 +25,7 @@ This file imports only transformers: it ships to the Hub as remote code beside m
 """
 
 from transformers import PreTrainedConfig
+from transformers.modeling_rope_utils import RopeParameters
 
 POSITION_EMBEDDING_TYPES = ("absolute", "sinusoidal", "rope", "alibi", "none")
 NORM_TYPES = ("layernorm", "rmsnorm", "batchnorm")
@@ -19,8 +33,9 @@ NORM_POSITIONS = ("post", "pre")
 HIDDEN_ACTS = ("gelu", "geglu", "swiglu")
 TOKEN_MIXERS = ("attention", "pooling", "uniform")
 
-# Written into every config.json so that each Auto class loads the folder with trust_remote_code=True
-# where hfpipe is not installed (`register_for_auto_class` alone would record only the saving class).
+# Written into every saved config.json (not into configs in memory) so that each Auto class loads the
+# folder with trust_remote_code=True where hfpipe is not installed (`register_for_auto_class` alone would
+# record only the saving class).
 AUTO_MAP = {
     "AutoConfig": "configuration_hfpipe.HfpipeConfig",
     "AutoModel": "modeling_hfpipe.HfpipeModel",
@@ -109,7 +124,10 @@ class HfpipeConfig(PreTrainedConfig):
         norm_eps: epsilon of every norm (BERT: 1e-12).
         position_embedding_type: "absolute" (learned table, BERT), "sinusoidal" (fixed, Vaswani 2017),
             "rope" (rotary, Su 2021), "alibi" (linear attention bias, Press 2021) or "none".
-        rope_theta: base of the rotary frequencies.
+        rope_parameters: transformers' standard RoPE settings, as for every v5 model: `rope_type`
+            ("default", or a context-extension scaling: "linear", "dynamic", "yarn", "longrope", "llama3")
+            and `rope_theta` (base of the rotary frequencies, 10000), plus that type's own keys (`factor`,
+            ...). A saved config's old top-level `rope_theta` is moved here on load.
         norm_type: "layernorm" or "rmsnorm" (per token), or "batchnorm" (over the real tokens of the batch,
             padding left out): the experiment behind "why LayerNorm and not BatchNorm?"
             (`hfpipe ablate norms`), not a choice for real models.
@@ -147,7 +165,7 @@ class HfpipeConfig(PreTrainedConfig):
     initializer_range: float = 0.02
     norm_eps: float = 1e-12
     position_embedding_type: str = "absolute"
-    rope_theta: float = 10000.0
+    rope_parameters: RopeParameters | dict | None = None
     norm_type: str = "layernorm"
     norm_position: str = "post"
     token_mixer: str = "attention"
@@ -162,10 +180,22 @@ class HfpipeConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         """Runs after the fields are set: check them, then hand the generic kwargs (num_labels, id2label,
-        auto_map, ...) to PreTrainedConfig."""
+        auto_map, an old config's rope_theta, ...) to PreTrainedConfig, which fills `rope_parameters`."""
         self._check_fields()
-        kwargs["auto_map"] = {**AUTO_MAP, **(kwargs.get("auto_map") or {})}
         super().__post_init__(**kwargs)
+
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+        """Save config.json with `AUTO_MAP` in it (and any auto_map entries of its own), so the folder loads
+        as remote code where hfpipe is not installed; the config in memory is left as it was."""
+        auto_map = getattr(self, "auto_map", None)
+        self.auto_map = {**AUTO_MAP, **(auto_map or {})}
+        try:
+            super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        finally:
+            if auto_map is None:
+                del self.auto_map
+            else:
+                self.auto_map = auto_map
 
     def _check_fields(self) -> None:
         _check_choice("position_embedding_type", self.position_embedding_type, POSITION_EMBEDDING_TYPES)

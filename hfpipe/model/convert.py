@@ -1,3 +1,16 @@
+# Copyright 2026 The hfpipe Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """Import a transformers BERT checkpoint into hfpipe.
 
     hfpipe convert bert SRC OUT          # SRC: a BERT folder (config.json + weights) or Hub id
@@ -171,3 +184,17 @@ def convert_bert(src: str | Path, out: str | Path, *, architecture: str | None =
     except (OSError, ValueError) as err:  # a weights-only folder: the model is still usable
         print(f"note: no tokenizer copied from {src} ({err.__class__.__name__})")
     return out
+
+
+def load_bert_as(hfpipe_class: type, src: str | Path, **kwargs) -> torch.nn.Module:
+    """`HfpipeFor<Task>.from_pretrained(bert_folder)`: the BERT checkpoint in SRC, converted in memory to
+    `hfpipe_class` (nothing written). `kwargs` go to transformers' BERT `from_pretrained` (num_labels, ...)."""
+    import transformers
+
+    bert_name = {hfpipe: bert for bert, hfpipe in ARCHITECTURES.items() if bert != "BertForPreTraining"}.get(hfpipe_class)
+    if bert_name is None:
+        raise ConversionError(f"{hfpipe_class.__name__} has no BERT counterpart; use one of "
+                              f"{', '.join(c.__name__ for c in ARCHITECTURES.values())}")
+    kwargs.pop("attn_implementation", None)  # BERT is read in eager fp32; the hfpipe model keeps its default
+    bert_model = getattr(transformers, bert_name).from_pretrained(str(src), attn_implementation="eager", **kwargs)
+    return convert_bert_model(bert_model)

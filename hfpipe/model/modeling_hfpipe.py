@@ -1,3 +1,16 @@
+# Copyright 2026 The hfpipe Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """The hfpipe encoder: BERT and its modern variants in one readable transformers v5 model.
 
     from hfpipe import HfpipeConfig, HfpipeForMaskedLM
@@ -37,9 +50,11 @@ at 0 at each document's first token; attention then never crosses a document bou
 positions restart per document. `attention_mask` (B, T) marks padding as usual.
 """
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -49,6 +64,7 @@ from transformers import initialization as init
 from transformers.loss.loss_utils import fixed_cross_entropy
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
 from transformers.modeling_outputs import (
     BaseModelOutputWithPooling,
     MaskedLMOutput,
@@ -59,10 +75,13 @@ from transformers.modeling_outputs import (
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.processing_utils import Unpack
-from transformers.utils import TransformersKwargs
+from transformers.utils import TransformersKwargs, logging
 from transformers.utils.generic import can_return_tuple
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_hfpipe import HfpipeConfig
+
+logger = logging.get_logger(__name__)
 
 # ----------------------------------------------------------------------------------------------
 # Helpers: norms, activations, and where the tokens sit
@@ -182,6 +201,7 @@ class TokenLayout:
     rotary: tuple[torch.Tensor, torch.Tensor] | None  # (cos, sin), each (B, 1, T, D), for RoPE
     position_ids: torch.Tensor | None  # (B, T) as given, passed on to attention backends that use it (flash varlen)
     positions: "Positions"  # the model's position scheme: attention asks it to rotate q and k
+    attention_backend: str = "eager"  # config._attn_implementation, or "eager" where attention weights are asked for
 
 
 # ----------------------------------------------------------------------------------------------
@@ -265,20 +285,42 @@ class SinusoidalPositions(Positions):
 
 class RotaryPositions(Positions):
     """"rope" (Su et al., 2021): rotate each feature pair of Q and K by an angle proportional to the
-    position, in every layer. Rotating q by angle i*w and k by j*w leaves q.k depending on i - j only."""
+    position, in every layer. Rotating q by angle i*w and k by j*w leaves q.k depending on i - j only.
+
+    The frequencies follow transformers' standard `config.rope_parameters`, as in every v5 model:
+    `rope_type` "default" is theta^(-2i/D); the scaling types ("linear", "dynamic", "yarn", "longrope",
+    "llama3") stretch them to extend a trained model's context. They are computed once into the
+    `inv_freq` buffer (not saved: rebuilt from the config), which moves with the model.
+    """
 
     def __init__(self, config: HfpipeConfig):
         super().__init__()
-        self.head_dim = config.head_dim
-        self.theta = config.rope_theta
+        self.config = config  # read by transformers' rope functions and dynamic_rope_update
+        self.rope_type = config.rope_parameters["rope_type"]
+        self.max_seq_len_cached = self.original_max_seq_len = config.max_position_embeddings
+        inv_freq, self.attention_scaling = self.compute_inv_freq(config)  # (D/2,), float
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.register_buffer("original_inv_freq", inv_freq.clone(), persistent=False)
+
+    @staticmethod
+    def compute_inv_freq(config: HfpipeConfig) -> tuple[torch.Tensor, float]:
+        """Feature pair i turns at theta^(-2i/D) per position ("default"), or as the rope type rescales it."""
+        rope_type = config.rope_parameters["rope_type"]
+        if rope_type != "default":
+            return ROPE_INIT_FUNCTIONS[rope_type](config)
+        D, theta = config.head_dim, config.rope_parameters["rope_theta"]
+        return 1.0 / theta ** (torch.arange(0, D, 2, dtype=torch.float) / D), 1.0  # (D/2,)
 
     def rotary(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """The angle for feature pair i at position p is p * theta^(-2i/D); computed once per forward."""
-        D = self.head_dim
-        inv_freq = 1.0 / self.theta ** (torch.arange(0, D, 2, device=position_ids.device).float() / D)  # (D/2,)
-        angles = position_ids[..., None].float() * inv_freq  # (B, T, 1) * (D/2,) -> (B, T, D/2)
+        """(cos, sin) of every position's angles, each (B, 1, T, D); computed once per forward."""
+        return self.cos_sin(position_ids.new_empty(0, dtype=dtype), position_ids)  # the empty x carries the dtype
+
+    @dynamic_rope_update  # "dynamic" and "longrope" recompute inv_freq for inputs longer than trained on
+    def cos_sin(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        angles = position_ids[..., None].float() * self.inv_freq  # (B, T, 1) * (D/2,) -> (B, T, D/2)
         angles = torch.cat([angles, angles], dim=-1)  # (B, T, D/2) -> (B, T, D)
-        return angles.cos().to(dtype)[:, None], angles.sin().to(dtype)[:, None]  # (B, 1, T, D): broadcast over heads
+        cos, sin = angles.cos() * self.attention_scaling, angles.sin() * self.attention_scaling
+        return cos.to(x.dtype)[:, None], sin.to(x.dtype)[:, None]  # (B, T, D) -> (B, 1, T, D): broadcast over heads
 
     def rotate(self, q: torch.Tensor, k: torch.Tensor, layout: TokenLayout) -> tuple[torch.Tensor, torch.Tensor]:
         cos, sin = layout.rotary  # (B, 1, T, D) each
@@ -467,7 +509,7 @@ class HfpipeSelfAttention(nn.Module):
         self.out_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.use_bias)
         self.dropout = config.attention_probs_dropout_prob
 
-    def forward(self, x: torch.Tensor, layout: TokenLayout, output_attentions: bool = False):
+    def forward(self, x: torch.Tensor, layout: TokenLayout) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T, C = x.shape
         H, D = self.num_heads, self.head_dim
         q, k, v = self.qkv(x).split(C, dim=-1)  # (B, T, C) -> (B, T, 3C) -> 3 x (B, T, C)
@@ -476,9 +518,7 @@ class HfpipeSelfAttention(nn.Module):
         v = v.view(B, T, H, D).transpose(1, 2)  # (B, T, C) -> (B, T, H, D) -> (B, H, T, D)
         q, k = layout.positions.rotate(q, k, layout)  # RoPE rotates q and k by position; other schemes: as is
 
-        attention: Callable = eager_attention_forward
-        if not output_attentions:  # only the eager path materializes the (B, H, T, T) probabilities
-            attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(layout.attention_backend, eager_attention_forward)
         out, probs = attention(
             self,
             q,
@@ -488,8 +528,9 @@ class HfpipeSelfAttention(nn.Module):
             scaling=self.scaling,
             dropout=self.dropout if self.training else 0.0,
             position_ids=layout.position_ids,
-        )  # out: (B, T, H, D)
+        )  # out: (B, T, H, D); probs: (B, H, T, T) from eager, None from fused backends
         out = out.reshape(B, T, C)  # (B, T, H, D) -> (B, T, C): head merge
+        # probs are recorded as `attentions` (HfpipePreTrainedModel._can_record_outputs)
         return self.out_proj(out), probs
 
 
@@ -504,7 +545,7 @@ class HfpipePoolingMixer(nn.Module):
         super().__init__()
         self.radius = config.pool_size // 2
 
-    def forward(self, x: torch.Tensor, layout: TokenLayout, output_attentions: bool = False):
+    def forward(self, x: torch.Tensor, layout: TokenLayout) -> tuple[torch.Tensor, None]:
         B, T, C = x.shape
         r = self.radius
         real = layout.token_mask if layout.token_mask is not None else x.new_ones(B, T, dtype=torch.bool)
@@ -535,7 +576,7 @@ class HfpipeUniformMixer(nn.Module):
     def __init__(self, config: HfpipeConfig, layer_idx: int):
         super().__init__()
 
-    def forward(self, x: torch.Tensor, layout: TokenLayout, output_attentions: bool = False):
+    def forward(self, x: torch.Tensor, layout: TokenLayout) -> tuple[torch.Tensor, None]:
         B, T, C = x.shape
         real = layout.token_mask if layout.token_mask is not None else x.new_ones(B, T, dtype=torch.bool)
         docs = layout.document_ids if layout.document_ids is not None else x.new_zeros(B, T, dtype=torch.long)
@@ -591,17 +632,17 @@ class HfpipeLayer(GradientCheckpointingLayer):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.pre_norm = config.norm_position == "pre"
 
-    def forward(self, x: torch.Tensor, layout: TokenLayout, output_attentions: bool = False):
+    def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
         real = layout.token_mask  # (B, T) or None: only BatchNorm looks at it
         if self.pre_norm:  # x + f(norm(x)): the residual stream itself is never normalized
-            mixed, probs = self.mixer(self.mixer_norm(x, real), layout, output_attentions)
+            mixed, _ = self.mixer(self.mixer_norm(x, real), layout)  # _: attention weights, recorded by a hook
             x = x + self.dropout(mixed)
             x = x + self.dropout(self.mlp(self.mlp_norm(x, real)))
         else:  # BERT: norm(x + f(x))
-            mixed, probs = self.mixer(x, layout, output_attentions)
+            mixed, _ = self.mixer(x, layout)
             x = self.mixer_norm(x + self.dropout(mixed), real)
             x = self.mlp_norm(x + self.dropout(self.mlp(x)), real)
-        return x, probs
+        return x  # recorded as one of `hidden_states` (HfpipePreTrainedModel._can_record_outputs)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -619,6 +660,31 @@ class HfpipePreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_flash_attn = True
     _supports_attention_backend = True
+    # What `output_hidden_states` / `output_attentions` return, recorded by hooks that `@capture_outputs` on
+    # HfpipeModel.forward installs: every layer's output (after the embeddings' output, the first layer's
+    # input), and the weights (index 1 of its output) of every attention module.
+    _can_record_outputs = {
+        "hidden_states": HfpipeLayer,
+        "attentions": OutputRecorder(HfpipeSelfAttention, index=1),
+    }
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """transformers' from_pretrained; a local BERT checkpoint folder (config.json says model_type "bert")
+        is also accepted and converted in memory, as `hfpipe convert bert` would (that needs hfpipe installed).
+
+        Not through transformers' checkpoint-conversion mapping: a mapping registered for "hfpipe" is also
+        reversed by save_pretrained, so every hfpipe folder would be saved with BERT's tensor names, and
+        a mapping renames tensors but cannot turn BERT's config.json into an HfpipeConfig."""
+        config_file = Path(str(pretrained_model_name_or_path)) / "config.json"
+        if config_file.is_file() and json.loads(config_file.read_text()).get("model_type") == "bert":
+            try:  # only this path needs hfpipe itself (in a try, so remote code does not require it)
+                from hfpipe.model.convert import load_bert_as  # noqa: PLC0415
+            except ImportError as err:
+                raise ImportError(f"{pretrained_model_name_or_path} is a BERT checkpoint: reading it as "
+                                  f"{cls.__name__} needs hfpipe installed (pip install hfpipe)") from err
+            return load_bert_as(cls, pretrained_model_name_or_path, **kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):
@@ -642,6 +708,10 @@ class HfpipePreTrainedModel(PreTrainedModel):
             if isinstance(module, MaskedBatchNorm):  # running statistics start as those of N(0, 1)
                 init.zeros_(module.running_mean)
                 init.ones_(module.running_var)
+        elif isinstance(module, RotaryPositions):  # not saved: rebuilt from config.rope_parameters
+            inv_freq, _ = module.compute_inv_freq(module.config)
+            init.copy_(module.inv_freq, inv_freq)
+            init.copy_(module.original_inv_freq, inv_freq)
 
 
 class HfpipePooler(nn.Module):
@@ -649,7 +719,7 @@ class HfpipePooler(nn.Module):
 
     def __init__(self, config: HfpipeConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size, bias=config.use_bias)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.dense(hidden_states[:, 0]))  # (B, T, C) -> (B, C)
@@ -681,22 +751,27 @@ class HfpipeModel(HfpipePreTrainedModel):
         self.embeddings.word_embeddings = value
 
     def _layout(self, attention_mask, position_ids, positions, x: torch.Tensor, output_attentions: bool) -> TokenLayout:
-        """Padding, packed documents and the position scheme's rotation and bias, once for all layers.
+        """Padding, packed documents, the attention backend and the position scheme's rotation and bias, once
+        for all layers.
 
         `position_ids` is what the caller passed (None: one document per row), `positions` what the model uses.
         No branch looks at the mask's values (an all-ones mask is applied like any other, with the same
         result): torch.export, ONNX and torch.compile trace one graph for every batch."""
         token_mask = attention_mask.bool() if attention_mask is not None else None
         document_ids = document_ids_from_positions(position_ids) if position_ids is not None else None
+        backend = self.config._attn_implementation
+        if output_attentions and backend != "eager" and self.config.token_mixer == "attention":
+            logger.warning_once(f"output_attentions=True: attn_implementation={backend!r} cannot return attention "
+                                "weights, so this forward pass (and any other that asks for them) runs eager attention")
+            backend = "eager"  # only the eager path materializes the (B, H, T, T) probabilities
         mask = None
         if self.config.token_mixer == "attention":
-            backend = "eager" if output_attentions else self.config._attn_implementation
             build_mask = ATTENTION_MASKS.get(backend, additive_mask)
             mask = build_mask(self.config, x, token_mask, document_ids, self.positions.bias(positions))
         rotary = self.positions.rotary(positions, x.dtype)
-        return TokenLayout(mask, token_mask, document_ids, rotary, position_ids, self.positions)
+        return TokenLayout(mask, token_mask, document_ids, rotary, position_ids, self.positions, backend)
 
-    @can_return_tuple
+    @capture_outputs  # fills `hidden_states` / `attentions` from the hooks of `_can_record_outputs`
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -704,16 +779,10 @@ class HfpipeModel(HfpipePreTrainedModel):
         token_type_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPooling:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = (
-            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        )
         B, T = input_ids.shape if input_ids is not None else inputs_embeds.shape[:2]
         device = input_ids.device if input_ids is not None else inputs_embeds.device
         if position_ids is not None:
@@ -722,25 +791,14 @@ class HfpipeModel(HfpipePreTrainedModel):
 
         token_mask = attention_mask.bool() if attention_mask is not None else None  # (B, T): for BatchNorm
         x = self.embeddings(input_ids, token_type_ids, positions, inputs_embeds, token_mask)  # (B, T) -> (B, T, C)
+        output_attentions = kwargs.get("output_attentions", self.config.output_attentions)
         layout = self._layout(attention_mask, position_ids, positions, x, output_attentions)
-
-        all_hidden_states = (x,) if output_hidden_states else None
-        all_attentions = () if output_attentions else None
         for layer in self.layers:
-            x, probs = layer(x, layout, output_attentions)  # (B, T, C) -> (B, T, C)
-            if output_hidden_states:
-                all_hidden_states += (x,)
-            if output_attentions:
-                all_attentions += (probs,)
-        x = self.final_norm(x, layout.token_mask)
-        if output_hidden_states:  # like BERT, the last entry is the final output
-            all_hidden_states = all_hidden_states[:-1] + (x,)
-
+            x = layer(x, layout)  # (B, T, C) -> (B, T, C)
+        x = self.final_norm(x, layout.token_mask)  # like BERT, hidden_states[-1] is this final output
         return BaseModelOutputWithPooling(
             last_hidden_state=x,
             pooler_output=self.pooler(x) if self.pooler is not None else None,
-            hidden_states=all_hidden_states,
-            attentions=all_attentions,
         )
 
 

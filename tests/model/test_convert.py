@@ -1,3 +1,16 @@
+# Copyright 2026 The hfpipe Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """BERT -> hfpipe conversion reproduces transformers' BERT, head by head, padding included.
 
     .venv/bin/pytest tests/model/test_convert.py -q        # add -s to see the measured differences
@@ -277,3 +290,23 @@ def test_convert_command_line(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "hfpipe", "convert", "bert", str(tmp_path), str(out)],
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "config.json" in bad.stderr
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("bert_class, hfpipe_name", [(BertForMaskedLM, "HfpipeForMaskedLM"),
+                                                      (BertForSequenceClassification, "HfpipeForSequenceClassification")])
+def test_from_pretrained_reads_a_bert_folder_directly(tmp_path, bert_class, hfpipe_name):
+    """`HfpipeFor<Task>.from_pretrained(bert_folder)` converts in memory: same logits as BERT, nothing written."""
+    import hfpipe
+
+    bert = random_bert(bert_class, bert_config(64, 2, 4, num_labels=3))
+    bert.save_pretrained(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    ours = getattr(hfpipe, hfpipe_name).from_pretrained(tmp_path).eval()
+    assert ours.config.model_type == "hfpipe" and sorted(p.name for p in tmp_path.iterdir()) == before
+    inputs = {"input_ids": torch.tensor([[2, 7, 9, 11, 3, 0], [2, 5, 6, 3, 0, 0]])}
+    inputs["attention_mask"] = (inputs["input_ids"] != 0).long()
+    real = inputs["attention_mask"].bool() if bert_class is BertForMaskedLM else slice(None)
+    diff = max_diff(ours(**inputs).logits[real], bert(**inputs).logits[real])
+    print(f"parity from_pretrained(bert folder) {bert_class.__name__} C64-L2-H4: logits {diff:.1e}")
+    assert diff < ATOL

@@ -1,3 +1,16 @@
+# Copyright 2026 The hfpipe Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """The hfpipe model family on tiny configs: every option trains, padding and packing change nothing,
 backends agree, heads compute the losses they claim, and save/load is exact.
 
@@ -197,18 +210,21 @@ def test_from_preset_unknown_name_lists_the_presets():
     assert "bert-mini" in str(err.value) and "modern-base" in str(err.value)
 
 
-def test_config_json_holds_exactly_the_architecture_fields():
-    """What config.json holds for a preset (transformers writes `to_diff_dict`): the fields, their
-    values and nothing else, whatever shape HfpipeConfig's constructor takes."""
-    saved = HfpipeConfig.from_preset("modern-tiny", vocab_size=1000).to_diff_dict()
+def test_config_json_holds_exactly_the_architecture_fields(tmp_path):
+    """What config.json holds for a preset: the fields, their values and nothing else, whatever shape
+    HfpipeConfig's constructor takes; `auto_map` is written for the saved folder only."""
+    config = HfpipeConfig.from_preset("modern-tiny", vocab_size=1000)
+    config.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
     assert saved.pop("transformers_version")
     assert set(saved.pop("auto_map")) >= {"AutoConfig", "AutoModel", "AutoModelForMaskedLM"}
+    assert not hasattr(config, "auto_map")  # in memory the config is a plain in-library config
     assert saved == {
         "vocab_size": 1000, "hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
         "intermediate_size": 256, "hidden_act": "geglu", "hidden_dropout_prob": 0.0,
         "attention_probs_dropout_prob": 0.0, "classifier_dropout": None, "max_position_embeddings": 512,
         "type_vocab_size": 0, "initializer_range": 0.02, "norm_eps": 1e-12, "position_embedding_type": "rope",
-        "rope_theta": 10000.0, "norm_type": "layernorm", "norm_position": "pre", "token_mixer": "attention",
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}, "norm_type": "layernorm", "norm_position": "pre", "token_mixer": "attention",
         "pool_size": 3, "use_bias": False, "embedding_norm": True, "final_norm": True,
         "tie_word_embeddings": True, "add_pooling_layer": True, "sparse_prediction": False, "pad_token_id": 0,
         "model_type": "hfpipe",
