@@ -47,14 +47,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--dirty", action="store_true", help="allow an uncommitted tree (the results file says so)"
     )
     p.add_argument(
-        "--steps", type=int, default=None, help="steps per round (default 500: one evaluation; quick 10)"
+        "--steps", type=int, default=None, help="steps per round (default 500: one evaluation; quick 6)"
     )
     p.add_argument("--rounds", type=int, default=2, help="loop/step pairs, interleaved")
     p.add_argument("--recipe", type=Path, default=RECIPE)
     p.add_argument("--override", nargs="*", default=[], metavar="key=value", help="extra recipe overrides")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
-    args.steps = args.steps or (10 if args.quick else 500)
+    args.steps = args.steps or (6 if args.quick else 500)
     if args.out is None:
         args.out = BENCH / "results" / ("quick" if args.quick else "") / "loop.json"
     return args
@@ -73,7 +73,7 @@ def load(args, out_dir: Path):
         overrides += [
             f"train.eval_every_steps={half}",
             f"train.save_every_steps={half}",
-            "train.batch_size=16",
+            "train.batch_size=8",
             "eval.max_batches=2",
         ]
     return load_recipe(args.recipe, RECIPE_CLASSES["pretrain"], [*overrides, *args.override]), overrides

@@ -74,7 +74,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--memory-child", choices=SIDES, help=argparse.SUPPRESS)
     p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    args.steps = args.steps or (6 if args.quick else 40)
+    args.steps = args.steps or (4 if args.quick else 40)
     args.block = args.block or (2 if args.quick else 5)
     if args.out is None:
         args.out = BENCH / "results" / ("quick" if args.quick else "") / "step.json"
