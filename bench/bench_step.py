@@ -102,6 +102,7 @@ def build_models(args):
         )
     )
     hfpipe = convert_bert_model(bert)
+    hfpipe.sparse_prediction = True  # as hfpipe pretrain sets it (the head at masked positions only)
     return hfpipe.train(), bert.train(), hfpipe.config
 
 
@@ -139,22 +140,27 @@ class Side:
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         self.state, self.seconds, self.tokens, self.losses = LoopState(), 0.0, 0, []
 
+    def loss(self, model, batch):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            return bert_loss(model, batch)  # hfpipe's and BERT's own loss alike: model(**batch).loss
+
     def step(self, batch: dict, timed: bool = True) -> None:
         from hfpipe.train.step import train_step
 
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            result = train_step(
-                self.model,
-                self.optimizer,
-                self.accelerator,
-                [batch],
-                self.state,
-                max_grad_norm=1.0,
-                on_nan="stop",
-                checkpoints=Path("unused"),
-                loss_fn=bert_loss if self.name == "bert" else None,
-            )
+        # bf16 as the loop's Accelerator does it: autocast around the forward (and loss), not the backward
+        loss_fn = None if self.name == "hfpipe" and self.precision == "fp32" else self.loss
+        result = train_step(
+            self.model,
+            self.optimizer,
+            self.accelerator,
+            [batch],
+            self.state,
+            max_grad_norm=1.0,
+            on_nan="stop",
+            checkpoints=Path("unused"),
+            loss_fn=loss_fn,
+        )
         if timed:
             self.seconds += time.perf_counter() - start
             self.tokens += result.tokens
