@@ -93,3 +93,10 @@ def test_step_results_file_has_provenance_measures_and_tables(tmp_path):
     mfu = raw["mfu"]["bert"]
     assert mfu["computed"] / mfu["useful"] == pytest.approx(flops["bert"] / flops["hfpipe"], rel=1e-9)
     assert raw["memory"]["bert"]["peak_rss_mb"] > raw["memory"]["bert"]["rss_before_mb"] > 0
+
+
+def test_step_hfpipe_side_predicts_sparsely_from_bert_weights():
+    args = bench_step.parse_args(["--vocab-size", "200", "--seq-len", "16"])
+    hfpipe, bert, _ = bench_step.build_models(args)
+    assert hfpipe.sparse_prediction  # as hfpipe pretrain runs it; BERT computes every position
+    assert hfpipe.model.embeddings.word_embeddings.weight.equal(bert.bert.embeddings.word_embeddings.weight)
