@@ -32,6 +32,9 @@ format: setup
 demo: setup
 	$(PY) -m hfpipe demo
 
+# Every published speed figure from this commit, each beside its baseline, interleaved (bench/run_all.py):
+# the MLM step vs BERT (fp32/bf16, MFU, memory), the loop vs the step, input prep, parity, fine-tuning vs
+# Trainer. Writes bench/results/*.json; BENCH_ARGS="--quick" (minutes, bench/results/quick/), "--dirty".
 bench: setup
 	$(PY) bench/run_all.py $(BENCH_ARGS)
 

@@ -56,6 +56,9 @@ import tokenizers  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import cpu_info, load_average, provenance, write_results  # noqa: E402
+
 from hfpipe.config import DataArgs, MaskingArgs, TokenizerArgs  # noqa: E402
 from hfpipe.data.loader import StepSampler, pretrain_steps, step_loader  # noqa: E402
 from hfpipe.data.masking import make_generator, mask_tokens  # noqa: E402
@@ -274,7 +277,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "data.json")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--pipeline-only", action="store_true", help="run section 6 (the input pipeline) alone")
+    parser.add_argument("--quick", action="store_true", help="section 6 alone, 1 repeat (bench/results/quick/data.json)")
+    parser.add_argument("--dirty", action="store_true", help="allow an uncommitted tree (the results file says so)")
     options = parser.parse_args()
+    provenance(dirty_ok=options.dirty)  # refuse a dirty tree before the run, not after it
+    options.load_before = load_average()
+    if options.quick:
+        options.pipeline_only, options.repeats = True, 1
+        if options.out == REPO / "bench" / "results" / "data.json":
+            options.out = REPO / "bench" / "results" / "quick" / "data.json"
     path = str(options.data)
     tmp = Path(tempfile.mkdtemp(prefix="hfpipe-bench-"))
     results: dict = {"data": path, "block_size": BLOCK, "cpus": os.cpu_count(),
@@ -285,7 +296,7 @@ def main() -> None:
             print(f"{options.data} not found: sections 1-5 are skipped (pass --data PATH; WikiText-2 train.txt "
                   "lives in ../shared/data)")
         results = pipeline_only(options, tmp, results)
-        write(options.out, results, pipeline_table(results))
+        write(options, results, pipeline_table(results))
         return
     mb = options.data.stat().st_size / 1e6
     results["mb"] = mb
@@ -324,14 +335,30 @@ def main() -> None:
     # 6. The pretraining input pipeline.
     results.update(pipeline_data=path, pipeline_repeats=options.repeats,
                    pipeline=pipeline(path, tokenizer, tmp, options.repeats))  # fmt: skip
-    write(options.out, results, report(results, mb) + "\n\n" + pipeline_table(results))
+    write(options, results, report(results, mb) + "\n\n" + pipeline_table(results))
 
 
-def write(out: Path, results: dict, table: str) -> None:
+MEASURES = ["hfpipe/data", "bench/bench_data.py"]
+
+
+def input_table(results: dict, note: str) -> dict:
+    """The published table: input preparation, real tokens/s per process, 0 and 2 DataLoader workers."""
+    rows = []
+    for r in results["pipeline"]:
+        label = f"block {r['block_size']}" + (", whole-word" if r["whole_word"] else "")
+        rows.append([label, f"{r['before_tokens_per_s']:,.0f}", f"{r['after_tokens_per_s']:,.0f}",
+                     f"{r['after_tokens_per_s'] / r['before_tokens_per_s']:.1f}x", f"{r['workers2_tokens_per_s']:,.0f}"])
+    return {"columns": ["rows", "before: 0 workers tokens/s", "hfpipe: 0 workers tokens/s", "speed-up",
+                        "hfpipe: 2 workers tokens/s"], "rows": rows, "note": note}
+
+
+def write(options, results: dict, table: str) -> None:
     print(table)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({**results, "table": table}, indent=2) + "\n")
-    print(f"\nwrote {out}")
+    note = (f"{cpu_info()['model']}, load {options.load_before} -> {load_average()}; {results['pipeline_data']}; "
+            f"python bench/bench_data.py{' --quick' if options.quick else ''}")
+    write_results(options.out, {**results, "measures": MEASURES, "tables": {"input": input_table(results, note)},
+                                "table": table}, dirty_ok=options.dirty, load_before=options.load_before)
+    print(f"\nwrote {options.out}")
 
 
 def one_repeat(path: str, tokenizer, cache: Path, runs: dict, counts: dict) -> None:

