@@ -181,7 +181,8 @@ def suite_args(
 
 def test_suite_runs_tasks_x_seeds_and_reports_a_failed_task(workspace, capsys):
     args = suite_args(workspace, "glue", ["sst2", "cola"], [1, 2])
-    args.tasks.append("wnli")  # no local files for WNLI: the Hub is offline here, so it fails
+    args.tasks.append("wnli")  # its training file does not exist, so its runs fail (and the others go on)
+    args.overrides.append(f"wnli:data.train_file={workspace / 'missing.tsv'}")
     assert run_suite(args) == 1
 
     summary = json.loads((workspace / "glue" / "suite_results.json").read_text())
@@ -194,7 +195,7 @@ def test_suite_runs_tasks_x_seeds_and_reports_a_failed_task(workspace, capsys):
             assert r["output_dir"] == str(workspace / "glue" / task / f"seed{r['seed']}")
             saved = json.loads((Path(r["output_dir"]) / "results.json").read_text())
             assert saved[key] == r["metrics"][key] == r["main"]
-    assert all(r["error"].startswith("RuntimeError: could not load Hub dataset") for r in runs["wnli"])
+    assert all(r["error"].startswith("FileNotFoundError: data.train_file: no such file") for r in runs["wnli"])
     assert (workspace / "glue" / "wnli" / "seed1" / "error.txt").is_file()
 
     expected = pytest.approx((summary["scores"]["sst2"] + summary["scores"]["cola"]) / 2)
@@ -203,7 +204,7 @@ def test_suite_runs_tasks_x_seeds_and_reports_a_failed_task(workspace, capsys):
     assert lines[0] == "| Model | CoLA (MCC) | SST-2 (acc) | WNLI (acc) | GLUE avg |"
     cells = lines[2].split(" | ")
     assert cells[0] == f"| {args.model}" and " ± " in cells[1] and " ± " in cells[2]
-    assert cells[3].startswith("failed: RuntimeError: could not load Hub dataset 'nyu-mll/glue'")
+    assert cells[3].startswith("failed: FileNotFoundError: data.train_file: no such file: ")
     assert cells[4] == f"{summary['glue_average']:.1f} |"
     assert summary["table"] in capsys.readouterr().out
     assert (workspace / "glue" / "suite_results.md").read_text() == summary["table"] + "\n"
@@ -249,14 +250,24 @@ def test_glue_help():
     assert "--lr-grid" in out.stdout and "--select-on" in out.stdout and "--select-seed" in out.stdout
 
 
+def test_an_unreachable_hub_stops_the_suite_with_one_error(workspace):
+    from hfpipe.tasks.files import HubUnreachableError
+
+    args = suite_args(workspace, "hub_down", ["sst2"], [1])
+    args.tasks.append("wnli")  # no local files for WNLI and the Hub is offline: every Hub task would fail alike
+    with pytest.raises(HubUnreachableError, match="give local files instead"):
+        run_suite(args)
+
+
 def test_transfer_tasks_fail_with_mnli_and_bad_keys_fail_before_training(workspace):
     args = suite_args(
         workspace, "no_mnli", ["rte"], [3], from_mnli=True
-    )  # MNLI has no local files: Hub, offline
+    )  # MNLI's training file does not exist
+    args.overrides.append(f"mnli:data.train_file={workspace / 'missing.tsv'}")
     assert run_suite(args) == 1
     runs = json.loads((workspace / "no_mnli" / "suite_results.json").read_text())["runs"]
-    assert runs["mnli"][0]["error"].startswith("RuntimeError: could not load Hub dataset")
-    assert runs["rte"][0]["error"].startswith("MNLI seed 3 failed (RuntimeError: could not load Hub dataset")
+    assert runs["mnli"][0]["error"].startswith("FileNotFoundError: data.train_file: no such file")
+    assert runs["rte"][0]["error"].startswith("MNLI seed 3 failed (FileNotFoundError: data.train_file: no such file")
     assert not (workspace / "no_mnli" / "rte").exists()  # RTE never started
 
     args = suite_args(workspace, "typo", ["sst2"], [1])
@@ -370,3 +381,23 @@ def test_lr_grid_needs_a_local_training_file(workspace):
     args.tasks, args.lr_grid, args.select_on, args.select_seed = ["rte"], [1e-4], 0.1, 0
     with pytest.raises(RecipeError, match="task rte needs a local training file for the selection split"):
         run_suite(args)
+
+
+def test_glue_cli_lr_grid_error_is_one_line_exit_2(workspace):
+    out = workspace / "cli_refused"
+    cmd = [sys.executable, "-m", "hfpipe", "glue", str(workspace / "pretrained"), "sst2:train.lr=1e-4",
+           "--tasks", "sst2", "--lr-grid", "3e-4", "1e-4", "--output-dir", str(out)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 2 and not out.exists()
+    assert done.stderr.strip().splitlines()[-1] == (
+        "hfpipe glue: error: override train.lr for sst2: with --lr-grid the lr is chosen from the grid"
+    )
+
+
+def test_conll2003_gets_a_column_but_not_a_place_in_the_glue_average():
+    results = {"sst2": [run(1, accuracy=0.90)], "conll2003": [run(1, f1=0.70)]}
+    lines = format_table(results, model="m").splitlines()
+    assert lines[0] == "| Model | SST-2 (acc) | CoNLL-2003 (F1) | GLUE avg |"
+    assert lines[2] == "| m | 90.0 | 70.0 | 90.0 |"
+    assert task_scores(results) == pytest.approx({"sst2": 90.0, "conll2003": 70.0})
+    assert "task scores of sst2;" in lines[4]
