@@ -20,8 +20,11 @@ Stages, each timed (wall clock):
                 128-token rows, 15% masked once with a fixed seed): cross-entropy at the masked tokens.
   5. fine-tune  every model on SST-2 (accuracy), CoLA (Matthews corr.) and CoNLL-2003 (entity F1),
                 dev sets, per seed, with the shipped recipes (glue/sst2, glue/cola, conll2003) and the
-                same overrides for every model (lr 1e-4; epochs: SST-2 1, CoLA 3, CoNLL 2; the BERT
-                model converted to hfpipe by `convert_bert`, exact to 0.0, so one loop fine-tunes all).
+                same overrides for every model (epochs: SST-2 1, CoLA 3, CoNLL 2; the BERT model
+                converted to hfpipe by `convert_bert`, exact to 0.0, so one loop fine-tunes all), with
+                `hfpipe glue`'s protocol (hfpipe.train.suite.run_task): per task and model, the lr
+                chosen from --lr-grid (default 1e-3 3e-4 1e-4) on a held-out --select-on (0.1) of
+                the TRAINING data, never dev, then every seed with it on all the training data.
 The reference rows are Google's BERT-Tiny/Mini (Turc et al. 2019, google-research/bert README): GLUE
 *test* scores after 3.3B words of pretraining, best of a grid of lr x batch, 4 epochs. Published,
 not measured here.
@@ -100,7 +103,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
     p.add_argument("--max-train", type=int, help="cap every task's training examples")
-    p.add_argument("--finetune-lr", type=float, default=1e-4)
+    p.add_argument("--lr-grid", type=float, nargs="+", default=[1e-3, 3e-4, 1e-4], metavar="LR",
+                   help="fine-tuning lrs; each task's is chosen on a --select-on split of its training data "
+                   "(hfpipe glue's protocol, issue 21; why this grid: hfpipe/train/suite.py)")
+    p.add_argument("--select-on", type=float, default=0.1, help="held-out fraction of the training data")
+    p.add_argument("--select-seed", type=int, default=0, help="seed of the selection split and runs")
+    p.add_argument("--finetune-lr", type=float, help="one lr for every task, no selection (the protocol before "
+                   "issue 21; overrides --lr-grid)")
     p.add_argument("--bert-lr", type=float, default=5e-4)
     p.add_argument("--bert-batch", type=int, default=32)
     p.add_argument("--eval-rows", type=int, default=512, help="validation rows of the common MLM evaluation")
@@ -135,12 +144,24 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--data-dir {args.data_dir}: missing {', '.join(missing)} (the shared data sets)")
     if args.hfpipe_run and not all((args.hfpipe_run / f).exists() for f in ("final", "results.json")):
         p.error(f"--hfpipe-run {args.hfpipe_run}: not a finished hfpipe pretraining run (final/ and results.json)")
+    if not 0 < args.select_on < 1 or min(args.lr_grid) <= 0:  # before hours of pretraining, not after
+        p.error(f"--select-on {args.select_on:g} must be in (0, 1) and every --lr-grid value positive")
     if args.tiny:
         args.seeds, args.eval_rows = args.seeds[:1], 16
     args.epochs = dict(item.split("=", 1) for item in args.epochs)
     if unknown := set(args.epochs) - set(TASKS):
         p.error(f"--epochs: unknown task(s) {sorted(unknown)}; tasks: {', '.join(TASKS)}")
     return args
+
+
+def finetune_protocol(args) -> str:
+    """One line for the results: how each task's lr was set."""
+    if args.finetune_lr is not None:
+        return f"lr {args.finetune_lr:g} for every task (no selection)"
+    grid = ", ".join(f"{lr:g}" for lr in args.lr_grid)
+    return (f"lr chosen per task and model from {{{grid}}} on {args.select_on:g} of the training data "
+            f"(split seed {args.select_seed}; ties -> smaller lr), then each seed on all of it; one evaluation "
+            "at the end of each run")
 
 
 def main(argv=None) -> dict:
@@ -158,6 +179,8 @@ def main(argv=None) -> dict:
         "load": loads,
         "one_invocation": not (args.hfpipe_run or args.reuse_pretraining),
         "models": {},
+        "lr_selection": {},
+        "finetune_protocol": finetune_protocol(args),
     }
 
     @contextmanager
@@ -203,7 +226,7 @@ def main(argv=None) -> dict:
     models = {"hfpipe": hfpipe_dir, "bert": work / "bert" / "hfpipe", "scratch": work / "random-init"}
     for name, folder in models.items():
         with stage(f"fine-tune {name}"):
-            report["models"][name] = finetune_all(args, folder, work / "finetune" / name)
+            report["models"][name], report["lr_selection"][name] = finetune_all(args, folder, work / "finetune" / name)
     report["recipe"] = {
         "path": str(args.recipe),
         "preset": recipe.model.preset,
@@ -396,40 +419,35 @@ def mlm_loss(kind: str, folder: Path, batches: list[dict]) -> dict:
 # ----------------------------------------------------------------------------------------------
 
 
-def finetune_all(args, model_dir: Path, out: Path) -> dict:
-    from hfpipe.config import FinetuneRecipe, load_recipe
-    from hfpipe.config.recipes_index import shipped_recipe
-    from hfpipe.train.finetune import finetune
+def finetune_all(args, model_dir: Path, out: Path) -> tuple[dict, dict]:
+    """Every task with the suite's protocol (hfpipe/train/suite.py `run_task`): the lr chosen from
+    --lr-grid on a --select-on split of the training data, then every seed with it on all of it, scored
+    on dev; or, with --finetune-lr, that one lr (the protocol before issue 21).
+    Returns ({task: [{"seed", "score" x100, "metric", "seconds"}]}, {task: the lr selection})."""
+    from hfpipe.train.suite import run_task
 
     scores: dict = {}
+    selection: dict = {}
     for task in args.tasks:
-        name, train_file, dev_file, extra, _ = TASKS[task]
-        for seed in args.seeds:
-            overrides = [f"model.name_or_path={model_dir}", f"output_dir={out / task / f'seed{seed}'}", f"seed={seed}",
-                         "train.resume=none", f"data.train_file={args.data_dir / train_file}",
-                         f"data.validation_file={args.data_dir / dev_file}", f"train.lr={args.finetune_lr}",
-                         "train.save_every_steps=null", *extra]  # fmt: skip
-            if task in args.epochs:
-                overrides.append(f"train.num_epochs={args.epochs[task]}")
-            if args.max_train:
-                overrides.append(f"data.max_train_examples={args.max_train}")
-            start = time.perf_counter()
-            result = finetune(
-                load_recipe(
-                    shipped_recipe(name, "finetune"),
-                    FinetuneRecipe,
-                    overrides + (TINY_FINETUNE if args.tiny else []),
-                )
-            )
-            scores.setdefault(task, []).append(
-                {
-                    "seed": seed,
-                    "score": 100 * float(result[result["main_metric"]]),
-                    "metric": result["main_metric"],
-                    "seconds": round(time.perf_counter() - start, 1),
-                }
-            )
-    return scores
+        _, train_file, dev_file, extra, _ = TASKS[task]
+        overrides = [f"data.train_file={args.data_dir / train_file}", f"data.validation_file={args.data_dir / dev_file}",
+                     "train.save_every_steps=null", *extra]  # fmt: skip
+        if task in args.epochs:
+            overrides.append(f"train.num_epochs={args.epochs[task]}")
+        if args.max_train:
+            overrides.append(f"data.max_train_examples={args.max_train}")
+        if args.finetune_lr is not None:
+            overrides.append(f"train.lr={args.finetune_lr}")
+        records, chosen = run_task(task, str(model_dir), out, overrides + (TINY_FINETUNE if args.tiny else []),
+                                   args.seeds, None if args.finetune_lr is not None else args.lr_grid,
+                                   args.select_on, args.select_seed)  # fmt: skip
+        if failed := [r for r in records if "error" in r]:
+            raise RuntimeError(f"fine-tuning {model_dir} on {task} failed: {failed[0]['error']}")
+        scores[task] = [{"seed": r["seed"], "score": 100 * float(r["main"]), "metric": r["main_metric"],
+                         "seconds": r["seconds"]} for r in records]  # fmt: skip
+        if chosen is not None:
+            selection[task] = chosen
+    return scores, selection
 
 
 # ----------------------------------------------------------------------------------------------
@@ -484,12 +502,25 @@ def format_tables(report: dict, args) -> dict:
               "The sides were NOT timed in one invocation (--hfpipe-run or --reuse-pretraining): their token "
               "counts are not comparable.")
     note = (f"Dev-set scores x100, mean ± std over {seeds} seed(s) (fine-tuning seeds; one pretraining run each). "
+            f"Fine-tuning: {report['finetune_protocol']}{chosen_lrs(report, args.tasks)}. "
             "Validation MLM loss: the same WikiText-2 validation rows and 15% masks for both models. " + timing)
     stages = [[name, f"{s}", f"{report['load'][name][0]} → {report['load'][name][1]}"]
               for name, s in report["seconds"].items()]
     return {"quality": {"columns": head, "rows": rows, "note": note},
             "stages": {"columns": ["stage", "wall time (s)", "load average before → after"], "rows": stages,
                        "note": ""}}
+
+
+def chosen_lrs(report: dict, tasks: list[str]) -> str:
+    """'; chosen lr (hfpipe / bert / scratch): sst2 3e-4 / 1e-4 / 1e-3, ...' ('' without selection); the grid
+    scores are in the results file's lr_selection."""
+    picked = report.get("lr_selection", {})
+    names = [n for n in ("hfpipe", "bert", "scratch") if picked.get(n)]
+    if not names:
+        return ""
+    cells = [f"{t} " + " / ".join(f"{picked[n][t]['chosen_lr']:g}" if t in picked[n] else "–" for n in names)
+             for t in tasks]  # fmt: skip
+    return f"; chosen lr ({' / '.join(names)}): " + ", ".join(cells)
 
 
 def render(table: dict) -> str:

@@ -13,7 +13,7 @@
     hfpipe export onnx FOLDER OUT [--head base|auto|...]   an onnxruntime serving folder, checked
     hfpipe export sentence-transformers FOLDER OUT [--pooling mean|cls] [--normalize]
     hfpipe push DIR --repo-id ID          upload a model folder to the Hub
-    hfpipe glue MODEL --tasks ... --seeds ...   fine-tuning suite -> markdown table
+    hfpipe glue MODEL --tasks ... --seeds ... [--lr-grid ...]   fine-tuning suite -> markdown table
     hfpipe demo                           the main job, end to end, offline, on CPU
     hfpipe plan --minutes N [--out F]     size model, batch and schedule to a time budget here; write the recipe
     hfpipe decay RUN_DIR --minutes M      finish a WSD run from a stable-phase checkpoint (decay phase only)
@@ -308,6 +308,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="runs/glue")
     p.add_argument("--from-mnli", action="store_true",
                    help="start RTE, MRPC and STS-B from the MNLI checkpoint")
+    p.add_argument("--lr-grid", nargs="+", type=float, metavar="LR",
+                   help="choose each task's lr from these on a held-out part of the training data, "
+                   "then run --seeds with it (default: the recipe's lr, no selection)")
+    p.add_argument("--select-on", type=float, default=0.1, metavar="FRACTION",
+                   help="fraction of the training data held out to choose the lr (default 0.1)")
+    p.add_argument("--select-seed", type=int, default=0, help="seed of the selection split and runs")
     p.set_defaults(fn=cmd_glue)
 
     p = sub.add_parser("demo",
