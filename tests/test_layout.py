@@ -27,8 +27,14 @@ def modules() -> dict[str, Path]:
 
 
 # (importing module, imported module) -> why a function-level import may close a cycle. Every entry must
-# still be needed (a stale one fails test_lazy_cycle_allow_list_is_current). Empty: no cycle is allowed.
-LAZY_CYCLE_ALLOWED: dict[tuple[str, str], str] = {}
+# still be needed (a stale one fails test_lazy_cycle_allow_list_is_current).
+LAZY_CYCLE_ALLOWED: dict[tuple[str, str], str] = {
+    ("hfpipe.model.modeling_hfpipe", "hfpipe.model.convert"): (
+        "HfpipePreTrainedModel.from_pretrained(bert_folder) converts through convert.py, which builds the "
+        "model classes; the model file ships as remote code without convert.py, so the import must stay "
+        "inside that one branch (a top-level import would break every Hub download)"
+    ),
+}
 
 
 def _imports(tree: ast.Module):
