@@ -75,8 +75,9 @@ def cmd_finetune(args) -> int:
 
 
 def claim_run(output_dir: str) -> None:
-    """One run per output_dir: the launching process (rank 0 of each machine) locks it until it exits."""
-    if os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")) == "0":
+    """One run per output_dir: the job's first process (global rank 0) locks it until it exits. Not every
+    machine's rank 0: nodes of one job share output_dir on a shared filesystem, and would refuse each other."""
+    if os.environ.get("RANK", "0") == "0":
         from .train.lock import claim_output_dir
 
         claim_output_dir(output_dir)

@@ -156,6 +156,6 @@ def test_the_two_process_launch_as_written_runs_two_processes(tmp_path):
     repo = _workspace(tmp_path)
     done, _ = _shell(TWO_PROCESSES, repo)
     assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads((repo / "runs/pretrain-tiny/results.json").read_text())
+    results = json.loads((repo / "runs/pretrain-tiny/results.json").read_text())["run"]
     assert (results["num_processes"], results["distributed_type"]) == (2, "MULTI_CPU")
     assert "WARNING" not in done.stdout
