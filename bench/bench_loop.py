@@ -47,14 +47,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--dirty", action="store_true", help="allow an uncommitted tree (the results file says so)"
     )
     p.add_argument(
-        "--steps", type=int, default=None, help="steps per round (default 500: one evaluation; quick 6)"
+        "--steps", type=int, default=None, help="steps per round (default 100: one evaluation and one save, scaled; quick 6)"
     )
     p.add_argument("--rounds", type=int, default=2, help="loop/step pairs, interleaved")
     p.add_argument("--recipe", type=Path, default=RECIPE)
     p.add_argument("--override", nargs="*", default=[], metavar="key=value", help="extra recipe overrides")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
-    args.steps = args.steps or (6 if args.quick else 500)
+    args.steps = args.steps or (6 if args.quick else 100)
     if args.out is None:
         args.out = BENCH / "results" / ("quick" if args.quick else "") / "loop.json"
     return args
@@ -68,6 +68,14 @@ def load(args, out_dir: Path):
     if "://" not in source and not source.startswith("builtin:") and not Path(source).exists():
         print(f"{source} not found: the loop runs on builtin:python-docs")
         overrides += ["data.source=builtin:python-docs", "data.validation_source=null"]
+    shipped = load_recipe(args.recipe, RECIPE_CLASSES["pretrain"])
+    if not args.quick and shipped.train.eval_every_steps and args.steps < shipped.train.eval_every_steps:
+        # A round shorter than the recipe's evaluation period: one evaluation per round, on the share of
+        # validation batches that keeps the recipe's evaluation cost per training step (20 batches per
+        # 500 steps -> 4 per 100), and one save per round (more often than the recipe: overstates saving).
+        batches = max(1, round(shipped.eval.max_batches * args.steps / shipped.train.eval_every_steps))
+        overrides += [f"train.eval_every_steps={args.steps}", f"eval.max_batches={batches}",
+                      f"train.save_every_steps={args.steps}"]
     if args.quick:
         half = max(1, args.steps // 2)
         overrides += [

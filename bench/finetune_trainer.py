@@ -204,9 +204,9 @@ def main() -> int:
     parser.add_argument("--dirty", action="store_true", help="allow uncommitted changes (the results file says so)")
     parser.add_argument("--tasks", nargs="+", default=["sst2", "conll2003"], choices=sorted(TASKS))
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
-    parser.add_argument("--repeats", type=int, default=None, help="runs per side (default 3; 1 with --quick)")
-    parser.add_argument("--sst2-train", type=int, default=None, help="SST-2 training examples (default 4000; 320 quick)")
-    parser.add_argument("--conll-train", type=int, default=None, help="CoNLL sentences (default 2000; 160 quick)")
+    parser.add_argument("--repeats", type=int, default=None, help="runs per side, alternated (default 2; 1 with --quick)")
+    parser.add_argument("--sst2-train", type=int, default=None, help="SST-2 training examples (default 2000; 320 quick)")
+    parser.add_argument("--conll-train", type=int, default=None, help="CoNLL sentences (default 1000; 160 quick)")
     parser.add_argument("--dev-examples", type=int, default=None, help="dev examples scored (default all; 256 quick)")
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--lr", type=float, default=5e-5)
@@ -237,9 +237,9 @@ def main() -> int:
     from hfpipe.model.convert import convert_bert
 
     load_before = load_average()
-    repeats = args.repeats or (1 if args.quick else 3)
-    sizes = {"sst2": args.sst2_train or (320 if args.quick else 4000),
-             "conll2003": args.conll_train or (160 if args.quick else 2000)}
+    repeats = args.repeats or (1 if args.quick else 2)  # full: A B A B
+    sizes = {"sst2": args.sst2_train or (320 if args.quick else 2000),
+             "conll2003": args.conll_train or (160 if args.quick else 1000)}
     args.dev_examples = args.dev_examples if args.dev_examples is not None else (256 if args.quick else 0)
     convert_bert(minilm_folder(Path(args.minilm)), Path(args.runs) / "minilm-hfpipe", architecture="BertModel")
 

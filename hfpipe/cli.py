@@ -231,7 +231,8 @@ def _add_budget_parsers(sub) -> None:
     p.add_argument("--tokens-per-param", type=float, default=20.0, help="the sizing rule (Chinchilla: 20)")
     p.add_argument("--seconds", type=float, default=5.0, help="measurement time per preset")
     p.add_argument("--micro-batch", type=int, help="rows per micro-batch (default 32 on cpu, 128 on cuda)")
-    p.add_argument("--precision", default="auto", help="train.mixed_precision of the written recipe")
+    p.add_argument("--precision", default=None,
+                   help="train.mixed_precision of the written recipe (default null: the launcher's choice)")
     p.add_argument("--estimate-tflops", type=float,
                    help="do not measure: estimate tokens/s from this device peak (TFLOP/s) x --mfu")
     p.add_argument("--mfu", type=float, default=0.35, help="model-FLOPs utilization for --estimate-tflops")

@@ -62,8 +62,13 @@ NOT_RUN = {
     "epochs: minutes",
     "hfpipe glue runs/pretrain-tiny/final sst2:data.train_file=../shared/data/sst2/train.tsv sst2:data.validation"
     "_file=../shared/data/sst2/dev.tsv --tasks sst2 --seeds 1": "3 epochs of SST-2: minutes",
-    "hfpipe plan --minutes 60 --out my-hour.yaml data.source=../shared/data/wikitext-2/train.txt": "measures every "
-    "preset: minutes (tests/train/test_plan.py)",
+    "hfpipe plan --minutes 60 --out my-hour.yaml data.source=../shared/data/wikitext-2/train.txt": "run by "
+    "test_the_plan_command_as_written_writes_its_own_run_folder (needs ../shared)",
+    "hfpipe pretrain recipes/pretrain/gutenberg-mini.yaml": "bert-mini on 54M words: hours (the source, cleaning "
+    "and mixture are tested in tests/data/test_files.py)",
+    "hfpipe glue runs/pretrain-tiny/final --tasks sst2 --lr-grid 1e-3 3e-4 1e-4 --select-on 0.1 --seeds 1 2 3 "
+    "sst2:data.train_file=../shared/data/sst2/train.tsv sst2:data.validation_file=../shared/data/sst2/dev.tsv":
+    "3 learning rates + 3 seeds of SST-2: an hour (the protocol is tested in tests/train/test_suite.py)",
     "hfpipe decay runs/cpu-hour --minutes 5": "needs an hour-long cpu-hour run (tests/train/test_decay.py)",
     "hfpipe convert bert path/to/bert-checkpoint runs/converted": "a placeholder path (tests/model/test_convert.py)",
     "hfpipe ablate positions": "variants x 3 seeds: tens of minutes (tests/teach/test_ablate.py)",
@@ -140,7 +145,10 @@ def test_readme_command_runs_as_written(pretrained, command):
 @pytest.mark.slow
 @pytest.mark.parametrize("command", HUB)
 def test_readme_hub_command_offline_says_so_in_one_line(pretrained, command):
+    runs_before = sorted(p.name for p in (pretrained / "runs").iterdir())
     done, seconds = _shell(command, pretrained)
+    # nothing half-written: no run folder appears for the fine-tune that could not get its data
+    assert sorted(p.name for p in (pretrained / "runs").iterdir()) == runs_before
     assert done.returncode == 2, done.stderr[-3000:]
     errors = [line for line in done.stderr.splitlines() if ": error: " in line]
     assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
@@ -159,3 +167,20 @@ def test_the_two_process_launch_as_written_runs_two_processes(tmp_path):
     results = json.loads((repo / "runs/pretrain-tiny/results.json").read_text())["run"]
     assert (results["num_processes"], results["distributed_type"]) == (2, "MULTI_CPU")
     assert "WARNING" not in done.stdout
+
+
+@pytest.mark.slow
+def test_the_plan_command_as_written_writes_its_own_run_folder(tmp_path):
+    """`hfpipe plan --minutes 60 ...` as the README writes it works on this machine (it measures the data it
+    names) and writes a recipe whose run folder is its own, not the tiny run's."""
+    if not (SHARED / "data" / "wikitext-2" / "train.txt").is_file():
+        pytest.skip(f"real-data command: {SHARED / 'data'} is absent (it sits beside the checkout in CI)")
+    from hfpipe.config import PretrainRecipe, load_recipe
+
+    repo = _workspace(tmp_path)
+    command = next(c for c in NOT_RUN if c.startswith("hfpipe plan"))
+    done, _ = _shell(command, repo)
+    assert done.returncode == 0, done.stderr[-3000:]
+    recipe = load_recipe(repo / "my-hour.yaml", PretrainRecipe)
+    assert recipe.output_dir == "runs/my-hour" and recipe.data.source == "../shared/data/wikitext-2/train.txt"
+    assert recipe.train.max_minutes == 60 and "CHOSEN" in done.stdout

@@ -124,12 +124,6 @@ def setup(recipe, model_factory) -> Run:
     report_to, resume_from = require_trackers(recipe.tracking.report_to), find_resume(recipe)
     accelerator = make_accelerator(recipe, report_to=report_to, project_dir=out_dir)  # checks the launch
     set_seed(recipe.seed)
-    if accelerator.is_main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_recipe(recipe, out_dir / "resolved_recipe.yaml")
-    if report_to:  # started now, so a tracker that cannot start fails before any compute
-        accelerator.init_trackers(recipe.tracking.project_name, config=flat_config(to_dict(recipe)))
-
     spec = get_task(recipe.task)
     if recipe.peft.method == "lora":
         require_peft()  # before the data is loaded: say now that peft is missing
@@ -137,6 +131,13 @@ def setup(recipe, model_factory) -> Run:
     with accelerator.main_process_first():
         raw = _cap_evaluation(load_task_data(spec, recipe.data), spec, recipe.eval)
         features = preprocess(spec, raw, tokenizer, recipe.data)
+    # Written only once the data is in hand: data that cannot be had (an unreachable Hub, a bad file)
+    # leaves the output folder as it was.
+    if accelerator.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_recipe(recipe, out_dir / "resolved_recipe.yaml")
+    if report_to:  # started now, so a tracker that cannot start fails before any model compute
+        accelerator.init_trackers(recipe.tracking.project_name, config=flat_config(to_dict(recipe)))
 
     set_seed(recipe.seed)  # the new head's init does not depend on what data loading consumed
     model = model_factory(recipe, spec)

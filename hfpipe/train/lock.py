@@ -32,6 +32,7 @@ def claim_output_dir(output_dir: str | Path) -> Path:
     if key in _held:
         return out / LOCK_FILE
     created = not out.exists()
+    created_from = _first_missing(out)  # runs/finetune/sst2 may create runs/finetune too
     out.mkdir(parents=True, exist_ok=True)
     stream = open(out / LOCK_FILE, "a+")
     try:
@@ -40,7 +41,7 @@ def claim_output_dir(output_dir: str | Path) -> Path:
         stream.seek(0)
         holder = stream.read().strip() or "another process"
         stream.close()
-        _remove_if_untouched(out, created)
+        _remove_if_untouched(out, created, created_from)
         raise RunLockError(
             f"{out} is in use by a running hfpipe ({holder}): wait for it or stop it, or set another output_dir"
         ) from None
@@ -49,15 +50,33 @@ def claim_output_dir(output_dir: str | Path) -> Path:
     stream.write(f"pid {os.getpid()}: {' '.join(sys.argv)}"[:300])
     stream.flush()
     _held[key] = stream
-    atexit.register(_remove_if_untouched, out, created)
+    atexit.register(_remove_if_untouched, out, created, created_from)
     return out / LOCK_FILE
 
 
-def _remove_if_untouched(out: Path, created: bool) -> None:
-    """A run that stopped before writing anything (a mistake found at setup) leaves no folder behind."""
+def _first_missing(out: Path) -> Path | None:
+    """The outermost folder of `out`'s path that does not exist yet (None when `out` exists)."""
+    missing = None
+    for folder in [out, *out.parents]:
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def _remove_if_untouched(out: Path, created: bool, created_from: Path | None = None) -> None:
+    """A run that stopped before writing anything (a mistake found at setup) leaves no folder behind,
+    nor the empty parent folders it created."""
     if created and out.is_dir() and [p.name for p in out.iterdir()] == [LOCK_FILE]:
         (out / LOCK_FILE).unlink(missing_ok=True)
         out.rmdir()
+        if created_from is not None and created_from != out:
+            for folder in out.parents:
+                if not folder.is_dir() or any(folder.iterdir()):
+                    break
+                folder.rmdir()
+                if folder == created_from:
+                    break
 
 
 def release_output_dir(output_dir: str | Path) -> None:

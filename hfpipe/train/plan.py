@@ -419,7 +419,7 @@ def planned_output_dir(plan: Plan, out: str | Path | None) -> str:
     return f"runs/{name}"
 
 
-def plan_recipe(plan: Plan, base: dict, *, precision: str = "auto", output_dir: str | None = None) -> dict:
+def plan_recipe(plan: Plan, base: dict, *, precision: str | None = None, output_dir: str | None = None) -> dict:
     """The base recipe (a dict as its YAML file holds it, overrides merged) with the plan's keys set
     (`output_dir` when given: the base recipe's is another run's folder)."""
     planned = {
