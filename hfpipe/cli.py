@@ -247,6 +247,28 @@ def _add_budget_parsers(sub) -> None:
     p.set_defaults(fn=cmd_decay)
 
 
+def _add_glue_parser(sub) -> None:
+    """`hfpipe glue`: tasks x seeds, and the lr-selection protocol for comparing pretrained models."""
+    p = sub.add_parser("glue", help="run GLUE tasks x seeds and print a markdown table")
+    p.add_argument("model", help="model folder, Hub id or BERT checkpoint")
+    p.add_argument("overrides", nargs="*", help="key=value for every task, or task:key=value for one task "
+                   "(e.g. sst2:data.train_file=...); put them right after MODEL")
+    p.add_argument("--tasks", nargs="+",
+                   default=["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[42])
+    p.add_argument("--output-dir", default="runs/glue")
+    p.add_argument("--from-mnli", action="store_true",
+                   help="start RTE, MRPC and STS-B from the MNLI checkpoint")
+    p.add_argument("--lr-grid", nargs="+", type=float, metavar="LR",
+                   help="choose each task's lr from these on a held-out part of the training data, "
+                   "then run --seeds with it (default: the recipe's lr, no selection)")
+    p.add_argument("--select-on", type=float, default=0.1, metavar="FRACTION",
+                   help="fraction of the training data held out to choose the lr (default 0.1)")
+    p.add_argument("--select-seed", type=int, default=0, help="seed of the selection split and runs")
+    p.set_defaults(fn=cmd_glue)
+
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The `hfpipe` parser. With `only` (the command about to run; "" for none), the other commands get
     their one-line help but not their costly parts (the recipe key listings, the teach modules)."""
@@ -300,23 +322,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--commit-message")
     p.set_defaults(fn=cmd_push)
 
-    p = sub.add_parser("glue", help="run GLUE tasks x seeds and print a markdown table")
-    p.add_argument("model", help="model folder, Hub id or BERT checkpoint")
-    p.add_argument("overrides", nargs="*", help="key=value for every task, or task:key=value for one task "
-                   "(e.g. sst2:data.train_file=...); put them right after MODEL")
-    p.add_argument("--tasks", nargs="+",
-                   default=["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"])
-    p.add_argument("--seeds", nargs="+", type=int, default=[42])
-    p.add_argument("--output-dir", default="runs/glue")
-    p.add_argument("--from-mnli", action="store_true",
-                   help="start RTE, MRPC and STS-B from the MNLI checkpoint")
-    p.add_argument("--lr-grid", nargs="+", type=float, metavar="LR",
-                   help="choose each task's lr from these on a held-out part of the training data, "
-                   "then run --seeds with it (default: the recipe's lr, no selection)")
-    p.add_argument("--select-on", type=float, default=0.1, metavar="FRACTION",
-                   help="fraction of the training data held out to choose the lr (default 0.1)")
-    p.add_argument("--select-seed", type=int, default=0, help="seed of the selection split and runs")
-    p.set_defaults(fn=cmd_glue)
+    _add_glue_parser(sub)
 
     p = sub.add_parser("demo",
                        help="the main job end to end: tokenizer -> pretrain -> fine-tune -> export -> reload")
